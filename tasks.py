@@ -15,6 +15,7 @@ from invoke.exceptions import Exit
 
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
+from cluster import serving, weights
 from cluster.config import ConfigError, Settings, defaults, from_invoke
 from cluster.remote import Cluster, RemoteError
 from cluster.status import render_status
@@ -29,7 +30,7 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except ConfigError as e:
             raise Exit(f"config error: {e}", code=2) from e
-        except RemoteError as e:
+        except (RemoteError, weights.WeightsError) as e:
             raise Exit(str(e), code=1) from e
         except KeyboardInterrupt as e:
             raise Exit("interrupted", code=130) from e
@@ -50,7 +51,9 @@ def cluster(c: Context, dry_run: bool = False) -> Cluster:
 def status(c: Context) -> None:
     """Show every node: reachable over management and fabric, containers, images, free disk."""
     with cluster(c) as cl:
-        print(render_status(facts_mod.gather(cl)))
+        facts = facts_mod.gather(cl)
+        reachable = [f.node for f in facts.values() if f.reachable]
+        print(render_status(facts, weights.presence(cl, reachable)))
 
 
 @task(help={"strict": "Exit non-zero on warnings too, not only on failures."})
@@ -70,5 +73,58 @@ def doctor(c: Context, strict: bool = False) -> None:
         print(f"doctor: all {len(checks)} checks passed" + (f" ({len(warned)} warnings)" if warned else ""))
 
 
-ns = Collection(status, doctor)
+DRY_RUN_HELP = "Print, per host, the commands that would change something; change nothing."
+
+
+@task(
+    help={
+        "model": "Model to stage (a name under `models:`, e.g. qwen, nemotron).",
+        "hop": "control-head (1 GbE), head-workers (fabric) or all (default).",
+        "dry-run": DRY_RUN_HELP,
+    }
+)
+@reports_errors
+def stage(c: Context, model: str | None = None, hop: str = "all", dry_run: bool = False) -> None:
+    """Copy a model's weights control -> head -> workers (resumable), check disk first, verify."""
+    s = settings(c)
+    spec = s.model(model)
+    with Cluster(s, dry_run=dry_run) as cl:
+        weights.stage(cl, spec, hop)
+
+
+@task(help={"model": "Model whose copies to compare with the source."})
+@reports_errors
+def verify_weights(c: Context, model: str | None = None) -> None:
+    """Compare every node's copy of a model with the source: file list, sizes, small-file checksums."""
+    s = settings(c)
+    spec = s.model(model)
+    with Cluster(s) as cl:
+        bad = weights.verify_only(cl, spec)
+    if bad:
+        raise Exit(weights.describe_bad(spec, bad), code=1)
+    print(f"{spec.name}: every node matches the source")
+
+
+@task(
+    help={
+        "model": "Model whose weights to delete.",
+        "node": "Node name(s), comma-separated, or all (default).",
+        "force": "Delete even if this model is being served.",
+        "dry-run": "List what would be removed and how much it frees; remove nothing.",
+    }
+)
+@reports_errors
+def clear_weights(c: Context, model: str | None = None, node: str = "all", force: bool = False,
+                  dry_run: bool = False) -> None:
+    """Free a model's weights on the nodes (refuses the model being served unless --force)."""
+    s = settings(c)
+    spec = s.model(model)
+    nodes = s.select_nodes(node)
+    with Cluster(s, dry_run=dry_run) as cl:
+        freed = weights.clear(cl, spec, nodes, served=serving.current_model(cl), force=force)
+    total = sum(freed.values()) / weights.GIB
+    print(f"{'would free' if dry_run else 'freed'} {total:.2f} GiB")
+
+
+ns = Collection(status, doctor, stage, verify_weights, clear_weights)
 ns.configure(defaults())

@@ -373,6 +373,8 @@ def validate(data: Mapping[str, Any]) -> Settings:
     )
     if settings.placeholders:
         return settings
+    if not settings.model_root.startswith("/"):
+        raise ConfigError(f"cluster.model_root = {settings.model_root!r} must be an absolute path on the nodes")
     for key, p in (("cluster.ssh.key", ssh.key), ("cluster.ssh.config_file", ssh.config_file)):
         if p is not None and not p.is_file():
             raise ConfigError(f"{key} = {str(p)!r}: no such file on the control node")

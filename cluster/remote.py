@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import shlex
 import socket
+import subprocess
 import sys
 import threading
 import time
@@ -18,7 +19,7 @@ from collections.abc import Callable, Iterable, Mapping
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import IO
+from typing import IO, Protocol
 
 import paramiko
 from fabric import Config as FabricConfig
@@ -27,6 +28,14 @@ from invoke.exceptions import CommandTimedOut
 
 from .config import Node, Settings
 from .opslog import OpsLog
+
+
+class Sink(Protocol):
+    """Where streamed command output goes (a terminal, a progress bar)."""
+
+    def write(self, data: str, /) -> int: ...
+
+    def flush(self) -> None: ...
 
 
 @dataclass
@@ -221,8 +230,10 @@ class Cluster:
         mutating: bool = False,
         stream: bool = False,
         timeout: float | None = None,
+        sink: Sink | None = None,
     ) -> Result:
-        """Run `command` (a POSIX shell line) on `node`; never raises for a remote failure."""
+        """Run `command` (a POSIX shell line) on `node`; never raises for a remote failure.
+        `stream` echoes output as `[node] line`; `sink` receives stdout as it arrives instead."""
         if mutating and self.dry_run:
             self.say(f"[dry-run] {node.name}: {command}")
             self.ops_log.record(node.name, command, 0, 0.0, note="dry-run")
@@ -236,6 +247,8 @@ class Cluster:
             if stream:
                 kwargs["out_stream"] = _PrefixedStream(node.name, self.out)
                 kwargs["err_stream"] = _PrefixedStream(node.name, self.out)
+            elif sink is not None:
+                kwargs["out_stream"] = sink
             r = conn.run(command, **kwargs)
             result = Result(node.name, command, r.exited, r.stdout, r.stderr)
         except CommandTimedOut as exc:
@@ -312,6 +325,69 @@ class Cluster:
         user = self.settings.ssh.fabric_user
         host = f"{user}@{worker.fabric}" if user else worker.fabric
         return f"{host}:{path}"
+
+    # -- the control node's own ssh/rsync ---------------------------------------------------
+    def ssh_options(self) -> list[str]:
+        """OpenSSH options equal to what the Fabric connections use: same key, user, known_hosts,
+        host keys verified. For rsync/ssh processes the control runs itself (big streams)."""
+        ssh = self.settings.ssh
+        opts = ["-o", "BatchMode=yes", "-o", f"ConnectTimeout={ssh.connect_timeout}"]
+        if ssh.config_file:
+            opts = ["-F", str(ssh.config_file), *opts]
+        if ssh.key:
+            opts += ["-i", str(ssh.key), "-o", "IdentitiesOnly=yes"]
+        if ssh.user:
+            opts += ["-l", ssh.user]
+        if ssh.known_hosts or not ssh.config_file:
+            opts += ["-o", f"UserKnownHostsFile={self.known_hosts_file()}"]
+        policy = "accept-new" if ssh.accept_new_host_keys else "yes"
+        return [*opts, "-o", f"StrictHostKeyChecking={policy}"]
+
+    def ssh_argv(self, node: Node, command: str) -> list[str]:
+        return ["ssh", *self.ssh_options(), node.mgmt, command]
+
+    def run_local(
+        self,
+        argv: list[str],
+        *,
+        label: str = "control",
+        mutating: bool = False,
+        sink: Sink | None = None,
+        stdin: IO[bytes] | None = None,
+    ) -> Result:
+        """Run a process on the control node (rsync, ssh streams), logged like remote commands.
+        With `sink`, output goes there as it arrives (progress); else it is captured."""
+        shown = shlex.join(argv)
+        if mutating and self.dry_run:
+            self.say(f"[dry-run] {label}: {shown}")
+            self.ops_log.record(label, shown, 0, 0.0, note="dry-run")
+            return Result(label, shown, 0, dry_run=True)
+        start = time.monotonic()
+        try:
+            proc = subprocess.Popen(
+                argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
+                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+            )
+        except OSError as exc:
+            result = Result(label, shown, None, error=f"cannot run {argv[0]} on the control node: {exc}")
+        else:
+            err_lines: list[str] = []
+            drain = threading.Thread(target=lambda: err_lines.extend(proc.stderr or []), daemon=True)
+            drain.start()
+            out_parts: list[str] = []
+            assert proc.stdout is not None
+            for chunk in iter(lambda: proc.stdout.read(4096) if proc.stdout else "", ""):
+                if sink is not None:
+                    sink.write(chunk)
+                else:
+                    out_parts.append(chunk)
+            proc.wait()
+            drain.join()
+            result = Result(label, shown, proc.returncode, "".join(out_parts), "".join(err_lines))
+        result.seconds = time.monotonic() - start
+        self.ops_log.record(label, shown, result.exit_code, result.seconds, stderr=result.stderr,
+                            note=f"error: {result.error}" if result.error else "")
+        return result
 
     def close(self) -> None:
         for node in list(self._connections):

@@ -1,0 +1,78 @@
+"""Progress for long transfers: rsync's `--info=progress2` output parsed into a byte count per
+target, shown as a tqdm bar on a terminal and as a periodic plain line in logs and CI."""
+
+from __future__ import annotations
+
+import re
+import sys
+import threading
+import time
+
+from tqdm import tqdm
+
+_PROGRESS2 = re.compile(r"^\s*([\d,]+)\s+\d+%")
+PLAIN_EVERY_S = 15.0
+
+
+def human(n: float) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB", "TiB"):
+        if abs(n) < 1024 or unit == "TiB":
+            return f"{n:.1f} {unit}" if unit != "B" else f"{n:.0f} B"
+        n /= 1024
+    return f"{n:.1f} TiB"
+
+
+class TransferBar:
+    """A file-like sink: feed it rsync progress2 output; it reports bytes, rate and time left."""
+
+    _lock = threading.Lock()
+
+    def __init__(self, label: str, total_bytes: int, position: int = 0):
+        self.label, self.total = label, max(total_bytes, 0)
+        self.tty = sys.stderr.isatty()
+        self.bar = tqdm(
+            total=self.total, desc=label, unit="B", unit_scale=True, unit_divisor=1024,
+            position=position, leave=True, file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
+            disable=not self.tty,
+        )
+        self.buf, self.done = "", 0
+        self.start = self.last_plain = time.monotonic()
+
+    def write(self, data: str) -> int:
+        self.buf += data
+        *lines, self.buf = self.buf.replace("\r", "\n").split("\n")
+        for line in lines:
+            m = _PROGRESS2.match(line)
+            if m:
+                self.update(int(m.group(1).replace(",", "")))
+        return len(data)
+
+    def update(self, done: int) -> None:
+        self.done = min(done, self.total) if self.total else done
+        with self._lock:
+            if self.tty:
+                self.bar.n = self.done
+                self.bar.refresh()
+            elif time.monotonic() - self.last_plain >= PLAIN_EVERY_S:
+                self.last_plain = time.monotonic()
+                sys.stderr.write(self.plain_line() + "\n")
+
+    def plain_line(self) -> str:
+        elapsed = max(time.monotonic() - self.start, 1e-6)
+        rate = self.done / elapsed
+        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        eta = f"{left:.0f} s left" if left != float("inf") else "time left unknown"
+        return f"{self.label}: {human(self.done)} of {human(self.total)}, {human(rate)}/s, {eta}"
+
+    def flush(self) -> None:
+        pass
+
+    def close(self, complete: bool) -> None:
+        if complete:
+            self.done = self.total
+        with self._lock:
+            self.bar.n = self.done
+            self.bar.refresh()
+            self.bar.close()
+            if not self.tty:
+                sys.stderr.write(self.plain_line() + (" (done)" if complete else " (FAILED)") + "\n")

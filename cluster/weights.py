@@ -1,0 +1,413 @@
+"""Model weights: stage control -> head -> workers, check disk first, verify, clear.
+
+Hop 1 goes over the control's single 1 GbE uplink to the head only; hop 2 fans out from the head
+to the workers over the 200 GbE fabric in parallel (the seed's pattern). Both are rsync with
+--partial, so a rerun resumes and copies nothing when nothing changed. Space is checked before a
+byte moves, and afterwards every node's file list and sizes (and checksums of the small files)
+are compared with the source.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shlex
+import tempfile
+from collections.abc import Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from .config import ModelSpec, Node
+from .facts import GIB
+from .progress import TransferBar
+from .remote import Cluster, RemoteError, Result, q
+
+HOPS = ("control-head", "head-workers", "all")
+CHECKSUM_MAX_BYTES = 16 * 1024**2  # index, config and tokenizer files; not the shards
+RSYNC = ["rsync", "-a", "--partial", "--info=progress2", "--no-inc-recursive"]
+
+Listing = dict[str, int]  # relative path -> size in bytes
+
+
+class WeightsError(Exception):
+    """Staging cannot go on; the message says which node, what is missing and the fix."""
+
+
+def model_dir(root: str, spec: ModelSpec) -> str:
+    return f"{root.rstrip('/')}/{spec.hf_id}"
+
+
+def source_dir(cluster: Cluster, spec: ModelSpec) -> Path:
+    return cluster.settings.workspace / spec.hf_id
+
+
+def _is_rsync_temp(name: str) -> bool:
+    """rsync writes `.name.XXXXXX` while copying; such a leftover is not part of the model."""
+    base = os.path.basename(name)
+    return base.startswith(".") and len(base.rsplit(".", 1)[-1]) == 6 and base.count(".") >= 2
+
+
+def local_listing(root: Path) -> Listing:
+    out: Listing = {}
+    for dirpath, _dirs, files in os.walk(root):
+        for f in files:
+            p = Path(dirpath) / f
+            rel = p.relative_to(root).as_posix()
+            if not _is_rsync_temp(rel):
+                out[rel] = p.stat().st_size
+    return out
+
+
+def listing_command(path: str) -> str:
+    return f"cd {q(path)} 2>/dev/null || {{ echo NODIR; exit 0; }}; find . -type f -printf '%P\\t%s\\n'"
+
+
+def parse_listing(stdout: str) -> Listing | None:
+    if stdout.strip() == "NODIR":
+        return None
+    out: Listing = {}
+    for line in stdout.splitlines():
+        rel, _, size = line.rpartition("\t")
+        if rel and not _is_rsync_temp(rel):
+            out[rel] = int(size)
+    return out
+
+
+def remote_listings(cluster: Cluster, spec: ModelSpec, nodes: Iterable[Node]) -> dict[str, Listing | None]:
+    path = model_dir(cluster.settings.model_root, spec)
+    results = cluster.check("listing model files", cluster.run_all(listing_command(path), list(nodes), timeout=300))
+    return {name: parse_listing(r.stdout) for name, r in results.items()}
+
+
+def bytes_to_copy(source: Listing, target: Listing | None) -> int:
+    """What rsync still has to write: files absent or of another size (counted whole)."""
+    target = target or {}
+    return sum(size for rel, size in source.items() if target.get(rel) != size)
+
+
+@dataclass
+class DiskReport:
+    node: str
+    free: int
+    need: int
+    occupants: dict[str, int] = field(default_factory=dict)  # other model -> bytes on disk
+
+
+def disk_reports(cluster: Cluster, spec: ModelSpec, needs: dict[str, int]) -> dict[str, DiskReport]:
+    """Free space on each target's model root, and what other models' weights hold there."""
+    s = cluster.settings
+    others = [m for m in s.models.values() if m.name != spec.name]
+
+    def command(node: Node) -> str | None:
+        if node.name not in needs:
+            return None
+        lines = [
+            f"p={q(model_dir(s.model_root, spec))}",
+            'while [ ! -e "$p" ]; do p=$(dirname "$p"); done',
+            "echo \"free $(df -P -B1 \"$p\" | tail -n1 | awk '{print $4}')\"",
+        ]
+        for m in others:
+            d = q(model_dir(s.model_root, m))
+            lines.append(f"[ -d {d} ] && echo \"model {m.name} $(du -sb {d} | cut -f1)\"")
+        return "\n".join([*lines, "true"])
+
+    results = cluster.check("checking free disk", cluster.run_all(command, cluster.nodes, timeout=300))
+    reports = {}
+    for name, r in results.items():
+        rep = DiskReport(node=name, free=0, need=needs[name])
+        for line in r.stdout.splitlines():
+            parts = line.split()
+            if parts[:1] == ["free"] and len(parts) == 2:
+                rep.free = int(parts[1])
+            elif parts[:1] == ["model"] and len(parts) == 3:
+                rep.occupants[parts[1]] = int(parts[2])
+        reports[name] = rep
+    return reports
+
+
+def check_room(cluster: Cluster, spec: ModelSpec, reports: dict[str, DiskReport]) -> None:
+    """Stop before copying when a node cannot take the rest of the model plus the reserve."""
+    reserve = int(cluster.settings.reserve_gib * GIB)
+    short = {n: r for n, r in reports.items() if r.need > 0 and r.free - r.need < reserve}
+    if not short:
+        return
+    lines = [f"not enough disk for {spec.name} ({spec.hf_id}); nothing was copied:"]
+    for name, r in short.items():
+        missing = r.need + reserve - r.free
+        lines.append(
+            f"  {name}: {r.need / GIB:.2f} GiB still to copy + {reserve / GIB:.2f} GiB reserve, "
+            f"{r.free / GIB:.2f} GiB free: {missing / GIB:.2f} GiB missing"
+        )
+        for other, size in sorted(r.occupants.items(), key=lambda kv: -kv[1]):
+            lines.append(
+                f"    {other} weights hold {size / GIB:.2f} GiB there: "
+                f"inv clear-weights --model {other} --node {name}"
+            )
+    raise WeightsError("\n".join(lines))
+
+
+# -- the two hops ---------------------------------------------------------------------------
+def _hop1(cluster: Cluster, spec: ModelSpec, need: int) -> None:
+    s, head = cluster.settings, cluster.head
+    src, dst = source_dir(cluster, spec), model_dir(s.model_root, spec)
+    cluster.say(f"hop 1: control -> {head.name} over management, {need / GIB:.2f} GiB to copy")
+    cluster.check("creating the model folder", {head.name: cluster.run(head, f"mkdir -p {q(dst)}", mutating=True)})
+    ssh = shlex.join(["ssh", *cluster.ssh_options()])
+    argv = [*RSYNC, "-e", ssh, f"{src}/", f"{head.mgmt}:{dst}/"]
+    bar = None if cluster.dry_run else TransferBar(f"{head.name} (mgmt)", need)
+    r = cluster.run_local(argv, label=f"control->{head.name}", mutating=True, sink=bar)
+    if bar:
+        bar.close(r.ok)
+    cluster.check(f"rsync control -> {head.name}", {head.name: r})
+
+
+def _hop2_command(cluster: Cluster, worker: Node, path: str, files: list[str] | None = None) -> str:
+    """The line the head runs for one worker: make the folder, then rsync over the fabric."""
+    ssh = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=10"
+    rsync = [*RSYNC, "-e", ssh]
+    feed = ""
+    if files is not None:
+        rsync += ["--ignore-times", "--files-from=-"]
+        feed = "printf '%s\\n' " + " ".join(q(f) for f in files) + " | "
+    target = cluster.fabric_rsync_target(worker, f"{path}/")
+    return (
+        f"{cluster.fabric_ssh(worker, f'mkdir -p {q(path)}')} && "
+        f"{feed}{shlex.join(rsync)} {q(path + '/')} {q(target)}"
+    )
+
+
+def _hop2(cluster: Cluster, spec: ModelSpec, needs: dict[str, int], repair: dict[str, list[str]] | None = None) -> None:
+    """Head -> every worker that needs bytes, in parallel; a failing worker does not stop the others."""
+    head, path = cluster.head, model_dir(cluster.settings.model_root, spec)
+    targets = [w for w in cluster.workers if needs.get(w.name, 0) > 0 or (repair and w.name in repair)]
+    if not targets:
+        cluster.say("hop 2: every worker is up to date")
+        return
+    cluster.say(f"hop 2: {head.name} -> {', '.join(w.name for w in targets)} over the fabric, in parallel")
+
+    def one(i: int, w: Node) -> Result:
+        cmd = _hop2_command(cluster, w, path, repair.get(w.name) if repair else None)
+        bar = None if cluster.dry_run else TransferBar(f"{w.name} (fabric)", needs.get(w.name, 0), position=i)
+        r = cluster.run(head, cmd, mutating=True, sink=bar)
+        if bar:
+            bar.close(r.ok)
+        return Result(w.name, r.command, r.exit_code, r.stdout, r.stderr, r.seconds, r.error, r.dry_run)
+
+    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
+        results = dict(zip([w.name for w in targets], pool.map(one, range(len(targets)), targets), strict=True))
+    cluster.check(f"rsync {head.name} -> workers over the fabric", results)
+
+
+# -- verification ---------------------------------------------------------------------------
+def checksum_command(path: str, files: list[str]) -> str:
+    if not files:
+        return "true"
+    return f"cd {q(path)} && sha256sum -- " + " ".join(q(f) for f in files)
+
+
+def _sha256(path: Path) -> str:
+    h = hashlib.sha256()
+    with path.open("rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def diff_listing(source: Listing, target: Listing | None) -> list[str]:
+    """Files that differ: missing, or another size. Extra files on the target are not errors."""
+    if target is None:
+        return sorted(source)
+    return sorted(rel for rel, size in source.items() if target.get(rel) != size)
+
+
+def verify(cluster: Cluster, spec: ModelSpec, source: Listing, sums: dict[str, str],
+           nodes: Iterable[Node]) -> dict[str, list[str]]:
+    """Per node, the files that do not match the source (size, or checksum of the small ones)."""
+    nodes = list(nodes)
+    path = model_dir(cluster.settings.model_root, spec)
+    listings = remote_listings(cluster, spec, nodes)
+    bad = {name: diff_listing(source, lst) for name, lst in listings.items()}
+    results = cluster.check(
+        "checksumming small files",
+        cluster.run_all(lambda n: checksum_command(path, [f for f in sums if f not in bad[n.name]]), nodes,
+                        timeout=600),
+    )
+    for name, r in results.items():
+        for line in r.stdout.splitlines():
+            digest, _, rel = line.partition("  ")
+            if rel in sums and sums[rel] != digest:
+                bad[name].append(rel)
+    return {name: sorted(set(files)) for name, files in bad.items() if files}
+
+
+def hop_targets(cluster: Cluster, hop: str) -> list[Node]:
+    return {"control-head": [cluster.head], "head-workers": list(cluster.workers), "all": list(cluster.nodes)}[hop]
+
+
+@dataclass
+class StagePlan:
+    source: Listing
+    sums: dict[str, str]
+    needs: dict[str, int]
+    source_node: str  # "control" or the head's name
+
+
+def plan(cluster: Cluster, spec: ModelSpec, hop: str) -> StagePlan:
+    """Source listing and checksums, and what each target still needs, before anything moves."""
+    if hop not in HOPS:
+        raise WeightsError(f"unknown hop {hop!r}: use one of {', '.join(HOPS)}")
+    head = cluster.head
+    if hop in ("control-head", "all"):
+        src = source_dir(cluster, spec)
+        if not src.is_dir():
+            raise WeightsError(
+                f"no copy of {spec.hf_id} on the control node at {src}: download it there first "
+                "(or set control.workspace), or stage from the head with --hop head-workers"
+            )
+        source = local_listing(src)
+        sums = {rel: _sha256(src / rel) for rel, size in source.items() if size <= CHECKSUM_MAX_BYTES}
+        source_node = "control"
+    else:
+        listing = remote_listings(cluster, spec, [head])[head.name]
+        if not listing:
+            raise WeightsError(
+                f"{head.name} holds no copy of {spec.hf_id} under {cluster.settings.model_root}: "
+                f"run `inv stage --model {spec.name} --hop control-head` first"
+            )
+        source = listing
+        path = model_dir(cluster.settings.model_root, spec)
+        small = [rel for rel, size in source.items() if size <= CHECKSUM_MAX_BYTES]
+        r = cluster.check("checksumming on the head", {head.name: cluster.run(head, checksum_command(path, small))})
+        sums = {}
+        for line in r[head.name].stdout.splitlines():
+            digest, _, rel = line.partition("  ")
+            sums[rel] = digest
+        source_node = head.name
+    if not source:
+        raise WeightsError(f"the source copy of {spec.hf_id} ({source_node}) holds no files")
+    listings = remote_listings(cluster, spec, hop_targets(cluster, hop))
+    needs = {name: bytes_to_copy(source, lst) for name, lst in listings.items()}
+    return StagePlan(source, sums, needs, source_node)
+
+
+def stage(cluster: Cluster, spec: ModelSpec, hop: str = "all") -> dict[str, list[str]]:
+    """Copy, verify, and repair once what verification finds; return what still differs (empty)."""
+    p = plan(cluster, spec, hop)
+    total = sum(p.source.values())
+    cluster.say(f"{spec.name}: {len(p.source)} files, {total / GIB:.2f} GiB at the source ({p.source_node})")
+    check_room(cluster, spec, disk_reports(cluster, spec, p.needs))
+    head = cluster.head
+    if hop in ("control-head", "all"):
+        if p.needs.get(head.name, 0) > 0:
+            _hop1(cluster, spec, p.needs[head.name])
+        else:
+            cluster.say(f"hop 1: {head.name} is up to date")
+    if hop in ("head-workers", "all"):
+        _hop2(cluster, spec, p.needs)
+    if cluster.dry_run:
+        return {}
+    targets = hop_targets(cluster, hop)
+    bad = verify(cluster, spec, p.source, p.sums, targets)
+    if bad:
+        cluster.say("verify found differences; copying those files again: "
+                    + "; ".join(f"{n}: {len(f)} file(s)" for n, f in bad.items()))
+        _repair(cluster, spec, bad)
+        bad = verify(cluster, spec, p.source, p.sums, targets)
+    if bad:
+        raise WeightsError(describe_bad(spec, bad))
+    cluster.say(f"{spec.name}: verified on {', '.join(n.name for n in targets)} "
+                f"({len(p.source)} files, {len(p.sums)} checksummed)")
+    return bad
+
+
+def _repair(cluster: Cluster, spec: ModelSpec, bad: dict[str, list[str]]) -> None:
+    head = cluster.head
+    if head.name in bad:
+        src = source_dir(cluster, spec)
+        dst = model_dir(cluster.settings.model_root, spec)
+        ssh = shlex.join(["ssh", *cluster.ssh_options()])
+        with tempfile.NamedTemporaryFile("w", suffix=".files") as listing:
+            listing.write("\n".join(bad[head.name]) + "\n")
+            listing.flush()
+            argv = [*RSYNC, "--ignore-times", f"--files-from={listing.name}", "-e", ssh,
+                    f"{src}/", f"{head.mgmt}:{dst}/"]
+            r = cluster.run_local(argv, label=f"control->{head.name}", mutating=True)
+        cluster.check(f"re-copying to {head.name}", {head.name: r})
+    workers = {n: f for n, f in bad.items() if n != head.name}
+    if workers:
+        _hop2(cluster, spec, {}, repair=workers)
+
+
+def describe_bad(spec: ModelSpec, bad: dict[str, list[str]]) -> str:
+    lines = [f"{spec.name} weights differ from the source on {', '.join(bad)}:"]
+    for name, files in bad.items():
+        shown = ", ".join(files[:8]) + (f" and {len(files) - 8} more" if len(files) > 8 else "")
+        lines.append(f"  {name}: {shown}")
+    lines.append(f"run `inv stage --model {spec.name}` again; if it persists, check that node's disk")
+    return "\n".join(lines)
+
+
+def verify_only(cluster: Cluster, spec: ModelSpec) -> dict[str, list[str]]:
+    """Compare every node with the control's copy (or the head's when the control has none)."""
+    hop = "all" if source_dir(cluster, spec).is_dir() else "head-workers"
+    p = plan(cluster, spec, hop)
+    nodes = list(cluster.nodes) if hop == "all" else list(cluster.workers)
+    return verify(cluster, spec, p.source, p.sums, nodes)
+
+
+# -- what is where, and clearing ------------------------------------------------------------
+@dataclass
+class Presence:
+    files: int
+    bytes: int
+    complete: bool | None  # None: no source listing to compare with
+
+
+def presence(cluster: Cluster, nodes: Iterable[Node]) -> dict[str, dict[str, Presence]]:
+    """Per node, per configured model present there: size and whether it matches the source."""
+    nodes = list(nodes)
+    s = cluster.settings
+    sources = {m.name: local_listing(source_dir(cluster, m)) for m in s.models.values()
+               if source_dir(cluster, m).is_dir()}
+    out: dict[str, dict[str, Presence]] = {n.name: {} for n in nodes}
+    for spec in s.models.values():
+        path = model_dir(s.model_root, spec)
+        results = cluster.run_all(listing_command(path), nodes, timeout=300)
+        for name, r in results.items():
+            lst = parse_listing(r.stdout) if r.ok else None
+            if not lst:
+                continue
+            src = sources.get(spec.name)
+            out[name][spec.name] = Presence(
+                files=len(lst), bytes=sum(lst.values()),
+                complete=None if src is None else not diff_listing(src, lst),
+            )
+    return out
+
+
+def clear(cluster: Cluster, spec: ModelSpec, nodes: Iterable[Node], *, served: str | None,
+          force: bool = False) -> dict[str, int]:
+    """Delete a model's weights on `nodes`; refuse the served model unless forced.
+    Returns the bytes freed (or that would be freed, in dry-run) per node."""
+    nodes = list(nodes)
+    if served == spec.name and not force:
+        raise WeightsError(
+            f"{spec.name} is being served right now: stop it first (inv stop) or pass --force"
+        )
+    path = model_dir(cluster.settings.model_root, spec)
+    sizes = cluster.check(
+        "measuring weights",
+        cluster.run_all(f"[ -d {q(path)} ] && du -sb {q(path)} | cut -f1 || echo 0", nodes, timeout=300),
+    )
+    freed = {name: int((r.stdout.split() or ["0"])[0]) for name, r in sizes.items()}
+    for name, size in freed.items():
+        cluster.say(f"{name}: {path} ({size / GIB:.2f} GiB)" + (" would be removed" if cluster.dry_run else ""))
+    present = [n for n in nodes if freed[n.name] > 0]
+    if present:
+        results = cluster.run_all(f"rm -rf -- {q(path)}", present, mutating=True, timeout=1800)
+        try:
+            cluster.check(f"removing {spec.name} weights", results)
+        except RemoteError as e:
+            raise WeightsError(str(e)) from e
+    return freed
