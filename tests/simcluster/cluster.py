@@ -130,7 +130,8 @@ def _run(cmd: Sequence[str], input: str | None = None, check: bool = True,
     proc = subprocess.run(list(cmd), input=input, capture_output=True, text=True,
                           timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
     if check and proc.returncode != 0:
-        raise SimClusterError(f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()}")
+        raise SimClusterError(
+            f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
 
 

@@ -118,6 +118,13 @@ def _try_lock(layout: Layout) -> InstanceLock | None:
     return InstanceLock(layout, fd)
 
 
+def running_instances() -> list[int]:
+    """Instances with a state directory on this machine (live, manual or crashed)."""
+    if not BASE_DIR.exists():
+        return []
+    return sorted(int(p.name) for p in BASE_DIR.iterdir() if p.is_dir() and p.name.isdigit())
+
+
 def read_owner(layout: Layout) -> str | None:
     """The recorded owner: a pid, `manual` (started from the command line), or None."""
     try:
@@ -163,4 +170,5 @@ def pick_instance() -> InstanceLock:
             held.release()
             continue
         return held
-    raise SimClusterError("no free simcluster instance (1..254); run `python -m tests.simcluster status`")
+    raise SimClusterError(
+        "no free simcluster instance (1..254); see `python -m tests.simcluster status`")
