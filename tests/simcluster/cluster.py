@@ -469,8 +469,9 @@ class SimCluster:
         _run(["ip", "link", "set", ifb, "up"])
         _run(["tc", "qdisc", "add", "dev", ifb, "root", *tbf])
         _run(["tc", "qdisc", "add", "dev", bridge, "handle", "ffff:", "ingress"])
-        _run(["tc", "filter", "add", "dev", bridge, "parent", "ffff:", "matchall",
-              "action", "mirred", "egress", "redirect", "dev", ifb])
+        # u32 "match everything": this kernel has no matchall classifier.
+        _run(["tc", "filter", "add", "dev", bridge, "parent", "ffff:", "protocol", "all", "u32",
+              "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb])
 
     def status(self) -> str:
         """One line per node: addresses and whether its namespaces and sshd are alive."""
