@@ -7,6 +7,7 @@ import socket
 import subprocess
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import paramiko
 import pytest
@@ -29,6 +30,13 @@ def test_images(simcluster: SimCluster) -> dict[str, str]:
     simcluster.distribute_test_image(GOOD)
     simcluster.distribute_test_image(REGRESSED)
     return ids
+
+
+def _read(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError:
+        return b""
 
 
 def ssh_ok(cluster: SimCluster, node: str, cmd: str) -> str:
@@ -183,7 +191,6 @@ def test_parallel_instance_and_clean_teardown(simcluster: SimCluster,
     other = second_cluster
     assert other.instance != simcluster.instance
     assert ssh_ok(other, "head", "hostname").strip() == "head"
-    ssh_ok(other, "w1", "docker run -d sleep-test-does-not-exist 2>/dev/null; true")
     other.build_test_image("w1", "gx10-test/bg")
     ssh_ok(other, "w1", "docker run -d gx10-test/bg sleep infinity")
     other.down()
@@ -197,4 +204,7 @@ def test_parallel_instance_and_clean_teardown(simcluster: SimCluster,
                             text=True).stdout
     assert other.layout.fabric_cidr not in routes.split()
     assert not other.state_dir.exists()
+    leftovers = [p for p in Path("/proc").iterdir() if p.name.isdigit()
+                 and str(other.state_dir).encode() in _read(p / "cmdline")]
+    assert not leftovers, "processes of the torn-down instance are still running"
     assert ssh_ok(simcluster, "head", "hostname").strip() == "head"

@@ -18,6 +18,10 @@ import subprocess
 import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from _typeshed import WriteableBuffer
 
 ASSETS = Path(__file__).parent / "assets"
 BUSYBOX = Path(shutil.which("busybox") or "/bin/busybox")
@@ -81,9 +85,10 @@ class _SeededRandom(io.RawIOBase):
     def readable(self) -> bool:
         return True
 
-    def readinto(self, buffer: memoryview) -> int:  # type: ignore[override]
-        n = min(len(buffer), self._left, _CHUNK)
-        buffer[:n] = self._rng.randbytes(n)
+    def readinto(self, buffer: WriteableBuffer) -> int:
+        view = memoryview(buffer).cast("B")
+        n = min(len(view), self._left, _CHUNK)
+        view[:n] = self._rng.randbytes(n)
         self._left -= n
         return n
 
