@@ -1,0 +1,54 @@
+"""Manual use: `python -m tests.simcluster up|down|status [-i N]` (as root, from the repo root).
+
+`up` leaves the cluster running after this process exits and marks it `manual` so that test runs
+auto-picking an instance leave it alone; `down -i N` removes it.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+import time
+
+from .cluster import MANUAL_OWNER, SimCluster, missing_requirements
+from .layout import Layout, SimClusterError, read_owner, running_instances
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m tests.simcluster",
+                                     description="Simulated 4-node cluster for gx10-ops tests.")
+    parser.add_argument("action", choices=["up", "down", "status"])
+    parser.add_argument("-i", "--instance", type=int,
+                        default=int(os.environ.get("SIMCLUSTER_INSTANCE", 0)) or None,
+                        help="default: $SIMCLUSTER_INSTANCE; `up` picks a free one")
+    args = parser.parse_args(argv)
+    if args.action == "status" and args.instance is None:
+        for n in running_instances():
+            print(f"instance {n}: owner {read_owner(Layout(n))}, state {Layout(n).state_dir}")
+        return 0
+    if args.action == "down" and args.instance is None:
+        parser.error("down needs -i N or SIMCLUSTER_INSTANCE (see `status`)")
+    if args.action == "up" and (problems := missing_requirements()):
+        parser.error("; ".join(problems))
+    try:
+        cluster = SimCluster(args.instance)
+        if args.action == "up":
+            start = time.monotonic()
+            cluster.up(owner=MANUAL_OWNER)
+            print(cluster.status())
+            print(f"up in {time.monotonic() - start:.1f} s; try: ssh -F {cluster.ssh_config} head")
+            print(f"tear down with: python -m tests.simcluster down -i {cluster.instance}")
+        elif args.action == "down":
+            cluster.down()
+            print(f"instance {cluster.instance} down")
+        else:
+            print(cluster.status())
+    except SimClusterError as exc:
+        print(f"simcluster: {exc}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
