@@ -198,9 +198,7 @@ class SimServer:
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
         await site.start()
-        server = site._server
-        assert server is not None and server.sockets, "server did not bind"  # noqa: S101
-        self.port = server.sockets[0].getsockname()[1]
+        self.port = int(self._runner.addresses[0][1])
         self.base_url = f"http://{self.host}:{self.port}"
         return self.base_url
 
