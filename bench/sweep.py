@@ -469,6 +469,8 @@ async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
             log.info("point C=%d: %d warm-up + %d measured requests", c, cfg.warmup_for(c),
                      cfg.requests_for(c))
             point, rows = await run_point(cfg, c, words, run_id, t0, progress)
+            point["run_id"] = run_id
+            point["t0_perf_ns"] = t0
             for r in rows:
                 r["run_id"] = run_id
             results.append_lines(req_path, rows)
