@@ -18,6 +18,7 @@ import pytest
 
 from bench.simserver import SimConfig
 from bench.stats import summarize
+
 from bench_fixtures import read_requests, sweep_against_sim  # isort: skip
 
 pytestmark = pytest.mark.timeout(120)
