@@ -23,6 +23,7 @@ import asyncio
 import collections
 import dataclasses
 import datetime as dt
+import gc
 import logging
 import random
 import re
@@ -298,9 +299,14 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
                 t_free = time.perf_counter_ns()
                 bar.update(1)
 
+        # Objects from before the point (earlier points' rows) are frozen out of the collector,
+        # so a full collection during the point does not pause the loop for long.
+        gc.collect()
+        gc.freeze()
         try:
             await asyncio.gather(*(worker() for _ in range(c)))
         finally:
+            gc.unfreeze()
             bar.close()
             cpu = time.process_time() - cpu0
             wall = time.perf_counter() - wall0

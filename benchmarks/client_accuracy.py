@@ -140,7 +140,7 @@ def run_ours(base: str, c: int, tmp: Path) -> dict[str, Any]:
         "tpot_p99": point["tpot_ms"]["p99"], "true": true,
         "chunk_err_p50": pct(chunk_err, 50), "chunk_err_p99": pct(chunk_err, 99),
         "chunks_s": n_chunks / point["duration_s"], "cpu": point["client"]["cpu_pct"],
-        "client_bound": point["client"]["client_bound"],
+        "client_bound": "yes" if point["client"]["client_bound"] else "no",
     }
 
 
@@ -197,11 +197,12 @@ def row(m: dict[str, Any]) -> list[Any]:
             m["ttft"][0] - pct(t["ttft"], 50), m["ttft"][1] - pct(t["ttft"], 99),
             m["itl"][0] - pct(t["itl"], 50), m["itl"][1] - pct(t["itl"], 99),
             m["tpot_p99"] - pct(t["tpot"], 99), m["chunk_err_p50"], m["chunk_err_p99"],
-            m["chunks_s"], m["cpu"]]
+            m["chunks_s"], m["cpu"], m["client_bound"]]
 
 
 def main() -> int:
     os.sched_setaffinity(0, {CLIENT_CORE})
+    load_before = os.getloadavg()[0]
     sim = subprocess.Popen(
         [sys.executable, "-m", "bench.simserver", "--port", "0", "--model", MODEL,
          "--config", json.dumps(SIM)], cwd=REPO, stdout=subprocess.PIPE, text=True,
@@ -228,7 +229,9 @@ def main() -> int:
         sim.wait(timeout=10)
     headers = ["client", "C", "failed", "TTFT err p50", "TTFT err p99", "ITL err p50",
                "ITL err p99", "TPOT err p99", "chunk err p50", "chunk err p99", "chunks/s",
-               "client CPU %"]
+               "client CPU %", "loop lag > 2 ms"]
+    print(f"load average (1 min) before {load_before:.1f}, after {os.getloadavg()[0]:.1f} "
+          f"on {os.cpu_count()} cores: other processes on these cores make the errors noise.")
     print(f"Simulated server on core {SERVER_CORE}, client on core {CLIENT_CORE}; "
           f"{INPUT_LEN} in / {OUTPUT_LEN} out tokens, one token per 10 ms step. "
           "Errors in ms = measured - true (server send times).")
