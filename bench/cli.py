@@ -1,0 +1,157 @@
+"""`python -m bench`: run a concurrency sweep and print a summary table.
+
+Every option has an environment variable (shown in `--help`) so wrappers and notebooks set the
+model and sweep points without editing anything. `--demo` (or `--model demo` without a URL)
+starts the simulated endpoint in this process on a free 127.0.0.1 port and runs a small sweep
+against it: the embedded default anyone can run on a laptop.
+
+Exit codes: 0 done, 1 run failed (message on one line), 2 bad arguments, 130 interrupted (every
+finished point is already on disk).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import os
+import sys
+from pathlib import Path
+from typing import Any
+
+from tabulate import tabulate
+
+from bench import client
+from bench.results import points_frame
+from bench.simserver import SimConfig, SimServer
+from bench.sweep import BenchError, SweepConfig, arun_sweep, parse_concurrency
+
+DEMO_MODEL = "demo"
+DEMO_SIM = SimConfig(model=DEMO_MODEL, spec_tokens=2, spec_accept=0.7, max_batch=8)
+
+
+def _env(name: str, default: str | None = None) -> str | None:
+    return os.environ.get(f"GX10_BENCH_{name}", default)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="python -m bench", description="Closed-loop concurrency "
+                                "sweep against a vLLM OpenAI-compatible server.")
+    p.add_argument("--base-url", default=_env("URL"),
+                   help="server URL, e.g. http://127.0.0.1:8000 [GX10_BENCH_URL]")
+    p.add_argument("--model", default=_env("MODEL"),
+                   help="served model name as /v1/models lists it [GX10_BENCH_MODEL]")
+    p.add_argument("--label", default=_env("LABEL"),
+                   help="results folder name under --results-dir (default: model) "
+                        "[GX10_BENCH_LABEL]")
+    p.add_argument("--concurrency", default=_env("CONCURRENCY"),
+                   help="comma list, e.g. 1,2,4,8 (default 1,2,4,8; demo 1,4,8) "
+                        "[GX10_BENCH_CONCURRENCY]")
+    p.add_argument("--input-len", type=int, default=None,
+                   help="prompt tokens (default 128; demo 64) [GX10_BENCH_INPUT_LEN]")
+    p.add_argument("--output-len", type=int, default=None,
+                   help="output tokens (max_tokens, ignore_eos) (default 128; demo 32) "
+                        "[GX10_BENCH_OUTPUT_LEN]")
+    p.add_argument("--requests", type=int, default=None,
+                   help="measured requests per point (default max(8, 4 x C)) "
+                        "[GX10_BENCH_REQUESTS]")
+    p.add_argument("--warmup", type=int, default=None,
+                   help="warm-up requests per point, excluded (default C) [GX10_BENCH_WARMUP]")
+    p.add_argument("--api", choices=("chat", "completions"), default=_env("API", "chat"),
+                   help="endpoint [GX10_BENCH_API]")
+    p.add_argument("--results-dir", type=Path, default=Path(_env("RESULTS_DIR", "results") or
+                                                             "results"),
+                   help="[GX10_BENCH_RESULTS_DIR]")
+    p.add_argument("--rerun", action="store_true",
+                   help="replace existing results instead of skipping points already there")
+    p.add_argument("--slo-ttft-ms", type=float, default=None, help="goodput bound on TTFT")
+    p.add_argument("--slo-tpot-ms", type=float, default=None, help="goodput bound on TPOT")
+    p.add_argument("--read-timeout", type=float, default=300.0,
+                   help="seconds without a byte before a request fails as timeout")
+    p.add_argument("--demo", action="store_true",
+                   help="run against the embedded simulated endpoint (same as --model demo)")
+    p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    return p
+
+
+def _int_opt(value: int | None, env: str, default: int | None) -> int | None:
+    if value is not None:
+        return value
+    raw = _env(env)
+    if raw is None or raw == "":
+        return default
+    try:
+        return int(raw)
+    except ValueError:
+        raise BenchError(f"GX10_BENCH_{env}={raw!r} is not an integer") from None
+
+
+def config_from_args(args: argparse.Namespace, demo: bool) -> SweepConfig:
+    """Turn parsed arguments (+ environment) into a SweepConfig; BenchError when unusable."""
+    try:
+        conc = parse_concurrency(args.concurrency or ("1,4,8" if demo else "1,2,4,8"))
+    except ValueError as exc:
+        raise BenchError(str(exc)) from None
+    if not demo and not args.base_url:
+        raise BenchError("no server URL: pass --base-url (or GX10_BENCH_URL), or --demo")
+    if not demo and not args.model:
+        raise BenchError("no model: pass --model (or GX10_BENCH_MODEL)")
+    return SweepConfig(
+        base_url=args.base_url or "http://127.0.0.1:0",
+        model=DEMO_MODEL if demo else args.model,
+        label=args.label or (DEMO_MODEL if demo else None),
+        concurrency=conc,
+        input_len=_int_opt(args.input_len, "INPUT_LEN", 64 if demo else 128) or 0,
+        output_len=_int_opt(args.output_len, "OUTPUT_LEN", 32 if demo else 128) or 0,
+        requests_per_point=_int_opt(args.requests, "REQUESTS", None),
+        warmup=_int_opt(args.warmup, "WARMUP", None),
+        api=args.api,
+        results_dir=args.results_dir,
+        rerun=args.rerun,
+        slo_ttft_ms=args.slo_ttft_ms,
+        slo_tpot_ms=args.slo_tpot_ms,
+        timeouts=client.Timeouts(read_s=args.read_timeout),
+    )
+
+
+def summary_table(doc: dict[str, Any]) -> str:
+    df = points_frame(doc)
+    if df.empty:
+        return "(no points)"
+    cols = {
+        "concurrency": "C", "completed": "ok", "failed": "failed", "request_s": "req/s",
+        "output_tok_s": "out tok/s", "ttft_p50_ms": "TTFT p50", "ttft_p99_ms": "TTFT p99",
+        "tpot_p50_ms": "TPOT p50", "itl_p50_ms": "ITL p50", "itl_p99_ms": "ITL p99",
+        "decode_tok_s_p50": "tok/s/user", "acceptance_length": "accept len",
+    }
+    shown = df[list(cols)].rename(columns=cols).astype(object)
+    return tabulate(shown, headers="keys", tablefmt="github", floatfmt=".1f", showindex=False,
+                    missingval="-")
+
+
+async def _run(cfg: SweepConfig, demo: bool, progress: bool) -> dict[str, Any]:
+    if not demo:
+        return await arun_sweep(cfg, progress)
+    async with SimServer(DEMO_SIM) as sim:
+        cfg.base_url = sim.base_url
+        return await arun_sweep(cfg, progress)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    demo = bool(args.demo or (args.model == DEMO_MODEL and not args.base_url))
+    try:
+        cfg = config_from_args(args, demo)
+        cfg.validate()
+        doc = asyncio.run(_run(cfg, demo, progress=not args.no_progress))
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished points are kept in results.json", file=sys.stderr)
+        return 130
+    print(summary_table(doc))
+    print(f"results: {cfg.folder / 'results.json'}")
+    failed = sum(p.get("failed", 0) for p in doc["points"])
+    if failed:
+        print(f"note: {failed} request(s) failed; see failures in results.json", file=sys.stderr)
+    return 0

@@ -1,0 +1,337 @@
+"""One streamed request to vLLM's OpenAI API, timed where the bytes arrive.
+
+Why the timing is done this way: a coroutine that stamps each SSE line when it gets around to
+reading it measures its own event-loop queue as much as the server (at high concurrency the loop
+is busy parsing other streams). Here the connection's protocol stamps every `data_received` call
+(`perf_counter_ns`) together with how many body bytes the response had after it; an event's
+arrival time is the stamp of the read that brought its final byte. All `data_received` callbacks
+of one loop iteration run before any coroutine resumes, so the stamp is close to the kernel's
+arrival time however slow the parsing is. If aiohttp's internals change and the hook cannot be
+installed, stamps fall back to read time and results say `timing_source: "read"`.
+
+`t_send` is taken just before the request is handed to aiohttp; the session uses
+`trust_env=False` (no netrc/proxy look-ups in a thread pool per request), keep-alive, a
+connection pool sized to the concurrency (aiohttp's default of 100 would silently cap a sweep),
+no compression, and finite timeouts.
+
+Public: `make_session(concurrency, timeouts)`, `Timeouts`, `RequestSpec`, `RequestResult`,
+`send_request(session, base_url, spec)`, `request_metrics(result)`.
+"""
+
+from __future__ import annotations
+
+import bisect
+import functools
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import aiohttp
+from aiohttp.client_proto import ResponseHandler
+
+TIMING_SOCKET = "socket"
+TIMING_READ = "read"
+
+
+class _StampingHandler(ResponseHandler):
+    """aiohttp's response protocol, plus (arrival ns, body bytes so far) marks per response."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.marks_payload: object | None = None
+        self.marks_t: list[int] = []
+        self.marks_bytes: list[int] = []
+
+    def data_received(self, data: bytes) -> None:
+        t = time.perf_counter_ns()
+        super().data_received(data)
+        payload = self._payload
+        if payload is None:
+            return
+        if payload is not self.marks_payload:
+            self.marks_payload = payload
+            self.marks_t = []
+            self.marks_bytes = []
+        self.marks_t.append(t)
+        self.marks_bytes.append(payload.total_bytes)
+
+
+class _StampingConnector(aiohttp.TCPConnector):
+    """A TCPConnector whose connections use `_StampingHandler`."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        if hasattr(self, "_factory"):
+            self._factory = functools.partial(  # type: ignore[assignment]
+                _StampingHandler, loop=self._loop)
+
+
+@dataclass(frozen=True)
+class Timeouts:
+    """Generous but finite: a stuck server fails a request instead of hanging a sweep."""
+
+    connect_s: float = 10.0
+    read_s: float = 300.0
+    total_s: float = 3600.0
+
+
+def make_session(concurrency: int, timeouts: Timeouts | None = None) -> aiohttp.ClientSession:
+    """One shared session for a concurrency point: pool = concurrency, keep-alive, no env."""
+    t = timeouts or Timeouts()
+    connector = _StampingConnector(limit=max(1, concurrency) + 4, limit_per_host=0,
+                                   keepalive_timeout=120, ttl_dns_cache=None)
+    return aiohttp.ClientSession(
+        connector=connector,
+        trust_env=False,
+        auto_decompress=False,
+        headers={"Accept-Encoding": "identity"},
+        timeout=aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s,
+                                      sock_connect=t.connect_s, sock_read=t.read_s),
+    )
+
+
+@dataclass
+class RequestSpec:
+    """What to send. `rid` goes out as `X-Request-Id` (vLLM and the simulator both honour it)."""
+
+    rid: str
+    model: str
+    prompt: str
+    max_tokens: int
+    api: str = "chat"
+    extra: dict[str, Any] = field(default_factory=dict)
+
+    def path(self) -> str:
+        return "/v1/chat/completions" if self.api == "chat" else "/v1/completions"
+
+    def body(self) -> dict[str, Any]:
+        body: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": self.max_tokens,
+            "temperature": 0,
+            "ignore_eos": True,
+            "stream": True,
+            "stream_options": {"include_usage": True, "continuous_usage_stats": True},
+        }
+        if self.api == "chat":
+            body["messages"] = [{"role": "user", "content": self.prompt}]
+        else:
+            body["prompt"] = self.prompt
+        body.update(self.extra)
+        return body
+
+
+@dataclass
+class RequestResult:
+    """Raw timings (perf_counter_ns) and counts of one request; metrics derive from these."""
+
+    rid: str
+    t_send_ns: int
+    t_intended_ns: int | None = None
+    ok: bool = False
+    error_kind: str | None = None
+    error: str | None = None
+    t_first_ns: int | None = None
+    t_last_ns: int | None = None
+    t_end_ns: int | None = None
+    chunk_t_ns: list[int] = field(default_factory=list)
+    chunk_tokens: list[int] = field(default_factory=list)
+    prompt_tokens: int | None = None
+    output_tokens: int | None = None
+    tokens_source: str | None = None
+    timing_source: str = TIMING_READ
+
+
+class _Malformed(Exception):
+    """A stream event that is not what an OpenAI-compatible server sends."""
+
+
+def _content_of(obj: dict[str, Any]) -> tuple[bool, int | None]:
+    """(carries generated content?, len(token_ids) if given) for one parsed chunk."""
+    choices = obj.get("choices")
+    if not isinstance(choices, list):
+        raise _Malformed("chunk has no choices list")
+    has = False
+    ids: int | None = None
+    for ch in choices:
+        if not isinstance(ch, dict):
+            raise _Malformed("choice is not an object")
+        if ch.get("text"):
+            has = True
+        delta = ch.get("delta")
+        if isinstance(delta, dict) and (delta.get("content") or delta.get("reasoning_content")
+                                        or delta.get("reasoning")):
+            has = True
+        tid = ch.get("token_ids")
+        if isinstance(tid, list):
+            ids = (ids or 0) + len(tid)
+    return has, ids
+
+
+async def send_request(session: aiohttp.ClientSession, base_url: str,
+                       spec: RequestSpec) -> RequestResult:
+    """Send one streaming request; never raises for server or network faults (records them)."""
+    body = json.dumps(spec.body()).encode()
+    headers = {"Content-Type": "application/json", "X-Request-Id": spec.rid}
+    url = base_url.rstrip("/") + spec.path()
+    t_send = time.perf_counter_ns()
+    res = RequestResult(rid=spec.rid, t_send_ns=t_send)
+    got_done = False
+    try:
+        async with session.post(url, data=body, headers=headers) as resp:
+            if resp.status != 200:
+                text = (await resp.text())[:200]
+                res.error_kind = f"http_{resp.status}"
+                res.error = text.replace("\n", " ")
+                return res
+            got_done = await _read_stream(resp, res)
+    except (TimeoutError, aiohttp.ServerTimeoutError) as exc:
+        res.error_kind, res.error = "timeout", repr(exc)
+    except aiohttp.ClientPayloadError as exc:
+        res.error_kind, res.error = "stream_cut", repr(exc)
+    except aiohttp.ServerDisconnectedError as exc:
+        res.error_kind = "stream_cut" if res.chunk_t_ns or res.t_first_ns else "connection"
+        res.error = repr(exc)
+    except aiohttp.ClientConnectionError as exc:
+        res.error_kind, res.error = "connection", repr(exc)
+    except _Malformed as exc:
+        res.error_kind, res.error = "malformed", str(exc)
+    except aiohttp.ClientError as exc:
+        res.error_kind, res.error = "client_error", repr(exc)
+    res.t_end_ns = time.perf_counter_ns()
+    if res.error_kind is None:
+        if not got_done:
+            res.error_kind, res.error = "stream_cut", "stream ended before data: [DONE]"
+        elif res.output_tokens is None:
+            res.error_kind, res.error = "malformed", "no usage in the stream"
+        elif not res.chunk_t_ns:
+            res.error_kind, res.error = "malformed", "no content in the stream"
+        else:
+            _settle_token_counts(res)
+            res.ok = True
+    return res
+
+
+async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult) -> bool:
+    """Parse SSE lines as they arrive; returns True when `data: [DONE]` was seen."""
+    proto = resp.connection.protocol if resp.connection is not None else None
+    marks: tuple[list[int], list[int]] | None = None
+    if isinstance(proto, _StampingHandler) and proto.marks_payload is resp.content:
+        # Keep these list objects: the protocol starts new ones for the next response on this
+        # connection, which may arrive before this coroutine has parsed its last bytes.
+        marks = (proto.marks_t, proto.marks_bytes)
+    res.timing_source = TIMING_SOCKET if marks is not None else TIMING_READ
+    buf = b""
+    consumed = 0  # body bytes before buf[0]
+    prev_usage = 0
+    pending = 0  # tokens reported by usage on chunks without content, owed to the next chunk
+    first_ids_seen = False
+    while True:
+        data = await resp.content.readany()
+        if not data:
+            return False
+        t_read = time.perf_counter_ns()
+        buf += data
+        while True:
+            nl = buf.find(b"\n")
+            if nl < 0:
+                break
+            line = buf[:nl].rstrip(b"\r")
+            end = consumed + nl + 1
+            buf = buf[nl + 1:]
+            consumed = end
+            if not line.startswith(b"data:"):
+                continue
+            payload = line[5:].strip()
+            if payload == b"[DONE]":
+                return True
+            t = _arrival(marks, end, t_read)
+            try:
+                obj = json.loads(payload)
+            except ValueError as exc:
+                raise _Malformed(f"event is not JSON: {payload[:60]!r}") from exc
+            if not isinstance(obj, dict):
+                raise _Malformed("event is not a JSON object")
+            if "error" in obj and "choices" not in obj:
+                raise _Malformed(f"error event: {str(obj['error'])[:120]}")
+            has, ids = _content_of(obj)
+            usage = obj.get("usage")
+            n_usage: int | None = None
+            if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+                total = int(usage["completion_tokens"])
+                n_usage = total - prev_usage
+                prev_usage = total
+                res.output_tokens = total
+                if usage.get("prompt_tokens") is not None:
+                    res.prompt_tokens = int(usage["prompt_tokens"])
+            if has:
+                if res.t_first_ns is None:
+                    res.t_first_ns = t
+                res.t_last_ns = t
+                res.chunk_t_ns.append(t)
+                if n_usage is not None:
+                    res.chunk_tokens.append(n_usage + pending)
+                    pending = 0
+                    res.tokens_source = res.tokens_source or "usage"
+                elif ids is not None:
+                    first_ids_seen = True
+                    res.chunk_tokens.append(ids)
+                else:
+                    res.chunk_tokens.append(-1)
+            elif n_usage:
+                pending += n_usage
+            if first_ids_seen and res.tokens_source is None:
+                res.tokens_source = "token_ids"
+
+
+def _arrival(marks: tuple[list[int], list[int]] | None, end: int, fallback: int) -> int:
+    """Stamp of the socket read that brought body byte number `end`, else `fallback`."""
+    if marks is None:
+        return fallback
+    times, sizes = marks
+    i = bisect.bisect_left(sizes, end)
+    return times[i] if i < len(times) else fallback
+
+
+def _settle_token_counts(res: RequestResult) -> None:
+    """Make per-chunk counts sum to the server's N; spread evenly when the server gave none."""
+    n = res.output_tokens or 0
+    counts = res.chunk_tokens
+    exact = all(c >= 0 for c in counts) and res.tokens_source in ("usage", "token_ids")
+    if exact and sum(counts) != n and sum(counts) < n and res.tokens_source == "usage":
+        # Usage after the last content chunk (e.g. only on the final usage chunk) stays with it.
+        counts[-1] += n - sum(counts)
+    if not exact or sum(counts) != n:
+        m = len(counts)
+        base, extra = divmod(n, m)
+        res.chunk_tokens = [base + (1 if i < extra else 0) for i in range(m)]
+        res.tokens_source = "estimated"
+
+
+def request_metrics(res: RequestResult) -> dict[str, Any]:
+    """Per-request metrics in ms (see docs/metrics.md); only for successful requests."""
+    assert res.ok and res.t_first_ns is not None and res.t_last_ns is not None  # noqa: S101
+    n = res.output_tokens or 0
+    ttft = (res.t_first_ns - res.t_send_ns) / 1e6
+    e2el = (res.t_last_ns - res.t_send_ns) / 1e6
+    decode_ms = (res.t_last_ns - res.t_first_ns) / 1e6
+    itl: list[float] = []
+    icl: list[float] = []
+    for k in range(1, len(res.chunk_t_ns)):
+        gap = (res.chunk_t_ns[k] - res.chunk_t_ns[k - 1]) / 1e6
+        icl.append(gap)
+        nk = res.chunk_tokens[k]
+        if nk > 0:
+            itl.extend([gap / nk] * nk)
+    out: dict[str, Any] = {
+        "ttft_ms": ttft,
+        "e2el_ms": e2el,
+        "tpot_ms": decode_ms / (n - 1) if n > 1 else None,
+        "decode_tok_s": (n - 1) / (decode_ms / 1e3) if n > 1 and decode_ms > 0 else None,
+        "e2e_tok_s": n / (e2el / 1e3) if e2el > 0 else None,
+        "itl_ms": itl,
+        "icl_ms": icl,
+        "tokens_per_chunk": list(res.chunk_tokens),
+    }
+    return out
