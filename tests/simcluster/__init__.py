@@ -1,6 +1,18 @@
-"""Simulated 4-node GB10 cluster for end-to-end tests: real sshd and podman per node.
+"""Simulated 4-node GB10 cluster for end-to-end tests: real sshd and podman (`docker`) per node.
 
-See `SimCluster`; `python -m tests.simcluster up|down|status` for manual use.
+In tests, use the session fixture `simcluster` (tests/conftest.py)::
+
+    def test_probe(simcluster):
+        simcluster.build_test_image("head", "vllm-node:good")
+        simcluster.distribute_test_image("vllm-node:good")       # same image ID on w1..w3
+        out = simcluster.ssh("w1", "docker run --rm vllm-node:good python3 -c "
+                             "'import torch; print(torch.__version__, torch.version.cuda)'")
+        assert out.stdout == "2.11.0+cu130 13.0\\n"
+
+Fabric: `Config(runtime_ssh_path=str(simcluster.ssh_config), overrides={"run":
+{"in_stream": False}})`; Fabric ignores `UserKnownHostsFile`, so load `simcluster.known_hosts`
+into `conn.client` and set `paramiko.RejectPolicy()` when host keys must be verified.
+By hand (root, repo root): `python -m tests.simcluster up|down|status [-i N]`.
 """
 
 from .cluster import NodeAddr, SimCluster, missing_requirements
