@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import socket
 import subprocess
@@ -663,6 +662,148 @@ def shape_diff(expected: Any, actual: Any, path: str = "$") -> list[str]:
     if expected != actual:
         return [f"{path}: expected {json.dumps(expected)}, got {json.dumps(actual)}"]
     return []
+
+
+def parse_metrics(text: str) -> dict[str, dict[str, Any]]:
+    """Prometheus text exposition -> ``{sample name: {"type": family type, "labels": [names]}}``.
+
+    Only ``vllm:`` samples; label names are the union over that sample name's series, so a
+    histogram's ``_bucket`` lists ``le``.
+    """
+    types: dict[str, str] = {}
+    out: dict[str, dict[str, Any]] = {}
+    for line in text.splitlines():
+        if line.startswith("# TYPE "):
+            _, _, name, kind = line.split(maxsplit=3)
+            types[name] = kind
+            continue
+        if not line.startswith("vllm:"):
+            continue
+        head = line.rsplit(" ", 1)[0]
+        name, _, rest = head.partition("{")
+        labels = {kv.split("=", 1)[0] for kv in _split_labels(rest.rstrip("}"))} if rest else set()
+        family = next((f for f in (name, *(name.rsplit("_", 1)[:1])) if f in types), name)
+        entry = out.setdefault(name, {"type": types.get(family, "untyped"), "labels": []})
+        entry["labels"] = sorted(set(entry["labels"]) | labels)
+    return out
+
+
+def _split_labels(body: str) -> list[str]:
+    parts, cur, quoted = [], "", False
+    for ch in body:
+        if ch == '"':
+            quoted = not quoted
+        if ch == "," and not quoted:
+            parts.append(cur)
+            cur = ""
+        else:
+            cur += ch
+    return [p for p in (*parts, cur) if p]
+
+
+def metric_values(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """Every series of sample ``name``: its sorted label pairs -> value."""
+    out = {}
+    for line in text.splitlines():
+        if not line.startswith(name) or line[len(name):len(name) + 1] not in ("{", " "):
+            continue
+        head, value = line.rsplit(" ", 1)
+        _, _, rest = head.partition("{")
+        pairs = tuple(sorted(
+            (k, v.strip('"')) for k, v in (kv.split("=", 1) for kv in _split_labels(rest.rstrip("}")))
+        ))
+        out[pairs] = float(value)
+    return out
+
+
+def stream_json(url: str, payload: dict[str, Any]) -> list[Any]:
+    """A streaming request's events: parsed JSON chunks, and the final ``"[DONE]"`` as a string."""
+    return [e if e == "[DONE]" else json.loads(e) for e in sse_events(url, payload)]
+
+
+def redact(value: Any) -> Any:
+    """A response with its per-run values (ids, timestamps, fingerprints) replaced by placeholders."""
+    if isinstance(value, dict):
+        out = {}
+        for k, v in value.items():
+            if k == "id" and isinstance(v, str) and "-" in v:
+                out[k] = v.split("-", 1)[0] + "-<hex>"
+            elif k == "created" and isinstance(v, int):
+                out[k] = "<unix seconds>"
+            elif k == "system_fingerprint" and isinstance(v, str):
+                out[k] = v.rsplit("-", 1)[0] + "-<hex>"
+            else:
+                out[k] = redact(v)
+        return out
+    if isinstance(value, list):
+        return [redact(v) for v in value]
+    return value
+
+
+def _stream_parts(events: list[Any], *, role_chunk: bool) -> dict[str, Any]:
+    """Name the chunks of one stream: first, a content chunk, the finishing one, usage, done."""
+    chunks = [e for e in events if e != "[DONE]"]
+    parts: dict[str, Any] = {"first": chunks[0]}
+    body = [c for c in chunks[1 if role_chunk else 0:] if c["choices"]]
+    parts["content"] = body[0] if role_chunk else body[1]
+    parts["finishing"] = next(c for c in body if c["choices"][0]["finish_reason"] is not None)
+    if not chunks[-1]["choices"]:
+        parts["usage"] = chunks[-1]
+    parts["last_event"] = events[-1]
+    return parts
+
+
+def fingerprint(
+    base_url: str, model: str = SERVED_MODEL_NAME, spec_base_url: str | None = None
+) -> dict[str, Any]:
+    """What an OpenAI-compatible vLLM endpoint answers, as shapes (and redacted examples).
+
+    The same requests against the real server and the simulator give comparable fingerprints:
+    ``shape_diff(real["shapes"], sim["shapes"])``. Timing never enters it.
+    """
+    chat = f"{base_url}/v1/chat/completions"
+    comp = f"{base_url}/v1/completions"
+    msgs = [{"role": "user", "content": "hello world"}]
+    base = {"model": model, "max_tokens": 4, "ignore_eos": True, "temperature": 0}
+    usage = {"include_usage": True}
+    cont = {"include_usage": True, "continuous_usage_stats": True}
+    samples: dict[str, Any] = {
+        "chat_stream": _stream_parts(stream_json(chat, {
+            **base, "messages": msgs, "stream": True}), role_chunk=True),
+        "chat_stream_usage": _stream_parts(stream_json(chat, {
+            **base, "messages": msgs, "stream": True, "stream_options": usage}), role_chunk=True),
+        "chat_stream_continuous_token_ids": _stream_parts(stream_json(chat, {
+            **base, "messages": msgs, "stream": True, "stream_options": cont,
+            "return_token_ids": True}), role_chunk=True),
+        "completions_stream": _stream_parts(stream_json(comp, {
+            **base, "prompt": "hello world", "stream": True}), role_chunk=False),
+        "completions_stream_usage": _stream_parts(stream_json(comp, {
+            **base, "prompt": "hello world", "stream": True, "stream_options": usage}),
+            role_chunk=False),
+        "completions_stream_continuous_token_ids": _stream_parts(stream_json(comp, {
+            **base, "prompt": "hello world", "stream": True, "stream_options": cont,
+            "return_token_ids": True}), role_chunk=False),
+        "chat": http_post_json(chat, {**base, "messages": msgs}),
+        "completions": http_post_json(comp, {**base, "prompt": "hello world"}),
+        "tokenize_prompt": http_post_json(
+            f"{base_url}/tokenize", {"model": model, "prompt": "hello world"}),
+        "tokenize_messages": http_post_json(
+            f"{base_url}/tokenize", {"model": model, "messages": msgs}),
+        "version": json.loads(http_get(f"{base_url}/version")[1]),
+        "models": json.loads(http_get(f"{base_url}/v1/models")[1]),
+    }
+    result: dict[str, Any] = {
+        "shapes": shape_of(samples),
+        "examples": redact(samples),
+        "metrics": parse_metrics(http_get(f"{base_url}/metrics")[1].decode()),
+    }
+    if spec_base_url is not None:
+        http_post_json(f"{spec_base_url}/v1/completions", {
+            **base, "model": model, "prompt": "one two three one two three one two three",
+            "max_tokens": 16})
+        spec = parse_metrics(http_get(f"{spec_base_url}/metrics")[1].decode())
+        result["spec_metrics"] = {k: v for k, v in spec.items() if k.startswith("vllm:spec_")}
+    return result
 
 
 # ---- command line --------------------------------------------------------------------------------
