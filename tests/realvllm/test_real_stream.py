@@ -210,6 +210,30 @@ def test_tokenize_version_and_models(real_vllm: Endpoint) -> None:
     assert card["permission"][0]["object"] == "model_permission"
 
 
+def test_prefix_cache_hits_whole_blocks(real_vllm: Endpoint) -> None:
+    # The CPU backend's KV block is 128 tokens; only whole blocks before the last token are reused.
+    prompt = " ".join(["red green blue fast slow"] * 40)
+    metrics = f"{real_vllm.base_url}/metrics"
+    labels = (("engine", "0"), ("model_name", real_vllm.model))
+
+    def counters() -> tuple[float, float]:
+        text = http_get(metrics)[1].decode()
+        return (
+            metric_values(text, "vllm:prefix_cache_queries_total")[labels],
+            metric_values(text, "vllm:prefix_cache_hits_total")[labels],
+        )
+
+    body = {"model": real_vllm.model, "prompt": prompt, "max_tokens": 2, "ignore_eos": True}
+    q0, h0 = counters()
+    n = http_post_json(f"{real_vllm.base_url}/v1/completions", body)["usage"]["prompt_tokens"]
+    q1, h1 = counters()
+    http_post_json(f"{real_vllm.base_url}/v1/completions", body)
+    q2, h2 = counters()
+    assert n > 128
+    assert (q1 - q0, h1 - h0) == (n, 0)
+    assert (q2 - q1, h2 - h1) == (n, 128 * ((n - 1) // 128))
+
+
 def spec_counters(ep: Endpoint) -> dict[str, Any]:
     text = http_get(f"{ep.base_url}/metrics")[1].decode()
     labels = (("engine", "0"), ("model_name", ep.model))
