@@ -618,7 +618,10 @@ def serve_detached(
     timeout: float = 600.0,
 ) -> tuple[ServerState, float]:
     """Start a server that outlives this process; record it under ``state_dir()``."""
-    if _state_file(port).exists():
+    f = _state_file(port)
+    if f.exists() and not _pid_alive(ServerState(**json.loads(f.read_text())).pid):
+        f.unlink()  # it died on its own; the record is stale
+    if f.exists():
         raise RealVLLMError(
             f"a real-vllm server is recorded on port {port}; `stop --port {port}` first"
         )
@@ -631,7 +634,11 @@ def serve_detached(
     )
     state_dir().mkdir(parents=True, exist_ok=True)
     srv.log_path = state_dir() / f"port-{port}.log"
-    took = srv.start()
+    try:
+        took = srv.start()
+    except BaseException:
+        srv.stop()  # a crashed API server can leave engine processes behind in its group
+        raise
     assert srv.proc is not None
     state = ServerState(port, srv.proc.pid, str(srv.log_path), spec, time.time())
     _state_file(port).write_text(json.dumps(state.__dict__))
