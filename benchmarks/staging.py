@@ -62,6 +62,22 @@ def fan_out(settings_file: Path, model: str) -> float:
         return time.monotonic() - t
 
 
+def link_ratio(sim: SimCluster) -> tuple[float, float]:
+    """MB/s of one fabric stream (head -> w1) and of the shaped uplink (control -> head), 32 MB each."""
+    sim.node_run("head", "mkdir -p /srv/probe && head -c 33554432 /dev/urandom > /srv/probe/f", check=True)
+    t = time.monotonic()
+    sim.node_run("head", "rsync -a /srv/probe/ w1-fab:/srv/probe/", check=True)
+    fabric = 32 / (time.monotonic() - t)
+    with tempfile.TemporaryDirectory() as tmp:
+        Path(tmp, "f").write_bytes(os.urandom(32 * 1024**2))
+        t = time.monotonic()
+        subprocess.run(["rsync", "-a", "-e", f"ssh -F {sim.ssh_config}", f"{tmp}/f", "head:/srv/probe/g"], check=True)
+        uplink = 32 / (time.monotonic() - t)
+    for n in ("head", "w1"):
+        sim.node_run(n, "rm -rf /srv/probe")
+    return fabric, uplink
+
+
 def clear(sim: SimCluster) -> None:
     for n in sim.node_names:
         sim.node_run(n, "rm -rf /srv/models", check=True)
@@ -70,7 +86,7 @@ def clear(sim: SimCluster) -> None:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--mb", type=int, default=256, help="model size in MB (default 256)")
-    ap.add_argument("--rate", default="200mbit", help="shared control uplink rate (tc tbf), default 200mbit")
+    ap.add_argument("--rate", default="100mbit", help="shared control uplink rate (tc tbf), default 100mbit")
     ap.add_argument("--runs", type=int, default=1)
     args = ap.parse_args()
     rows = []
@@ -82,6 +98,8 @@ def main() -> None:
         make_model(tmpd / "workspace", "Qwen/Qwen3.5-397B-A17B-FP8", files=200, big=sizes)
         sim.shape_uplink(args.rate)
         try:
+            fabric, uplink = link_ratio(sim)
+            print(f"one fabric stream {fabric:.0f} MB/s, shared uplink {uplink:.1f} MB/s: 1:{fabric / uplink:.0f}")
             for run in range(args.runs):
                 clear(sim)
                 t2 = two_hop(cfg, "qwen")
