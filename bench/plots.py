@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import functools
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +55,7 @@ STYLE: dict[str, Any] = {
 }
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, eq=False)
 class Run:
     """One model's sweep as the figures need it."""
 
@@ -68,6 +68,7 @@ class Run:
     simulated: bool
     frame: pd.DataFrame  # bench.results.points_frame
     failures: pd.DataFrame  # index concurrency, one column per failure kind, counts
+    doc: dict[str, Any] = field(repr=False)  # the results document itself
 
     @classmethod
     def from_doc(cls, doc: dict[str, Any], hardware: str, simulated: bool) -> Run:
@@ -86,6 +87,7 @@ class Run:
             simulated=simulated,
             frame=points_frame(doc),
             failures=kinds.astype(int),
+            doc=doc,
         )
 
     def has(self, column: str) -> bool:
