@@ -126,5 +126,44 @@ def clear_weights(c: Context, model: str | None = None, node: str = "all", force
     print(f"{'would free' if dry_run else 'freed'} {total:.2f} GiB")
 
 
-ns = Collection(status, doctor, stage, verify_weights, clear_weights)
+@task(
+    help={
+        "model": "Model to benchmark (a name under `models:`), or demo for the embedded simulated endpoint.",
+        "concurrency": "Comma list of concurrency points (default: bench.concurrency from config).",
+        "input-len": "Prompt tokens per request (default: bench.input_len).",
+        "output-len": "Output tokens per request, forced with ignore_eos (default: bench.output_len).",
+        "requests": "Measured requests per point (default: 4 x concurrency, at least 8).",
+        "api": "chat or completions (default: bench.api).",
+        "rerun": "Measure every point again instead of skipping points already in results.json.",
+    }
+)
+@reports_errors
+def bench(c: Context, model: str | None = None, concurrency: str | None = None, input_len: int | None = None,
+          output_len: int | None = None, requests: int | None = None, api: str | None = None,
+          rerun: bool = False) -> None:
+    """Run a concurrency sweep against the head's vLLM API; results in results/<model>/."""
+    from bench import cli as bench_cli
+
+    s = settings(c)
+    b = s.bench
+    argv = ["--concurrency", concurrency or ",".join(map(str, b.concurrency)),
+            "--input-len", str(input_len or b.input_len), "--output-len", str(output_len or b.output_len),
+            "--api", api or b.api, "--results-dir", str(s.results_dir)]
+    if model == "demo":
+        argv = ["--demo", "--results-dir", str(s.results_dir)] + (["--concurrency", concurrency] if concurrency else [])
+    else:
+        s.require_cluster()
+        spec = s.model(model)
+        argv += ["--base-url", serving.api_url(s), "--model", spec.served_name, "--label", spec.name]
+    n = requests or b.requests_per_point
+    if n:
+        argv += ["--requests", str(n)]
+    if rerun:
+        argv.append("--rerun")
+    code = bench_cli.main(argv)
+    if code:
+        raise Exit(code=code)
+
+
+ns = Collection(status, doctor, stage, verify_weights, clear_weights, bench)
 ns.configure(defaults())

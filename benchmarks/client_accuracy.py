@@ -125,7 +125,7 @@ def run_ours(base: str, c: int, tmp: Path) -> dict[str, Any]:
     rows = [r for r in rows if not r["warmup"] and r["ok"]]
     truth = get_json(base + "/sim/truth")
     t0 = point["t0_perf_ns"]
-    chunk_err = []
+    chunk_err: list[float] = []
     n_chunks = 0
     for r in rows:
         sent = [ch[0] for ch in truth[r["rid"]]["chunks"] if ch[2] == "content"]

@@ -27,11 +27,11 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from clustertool import make_model, tool_config  # noqa: E402
-from tests.simcluster import SimCluster  # noqa: E402
 
 from cluster.config import load  # noqa: E402
 from cluster.remote import Cluster  # noqa: E402
 from cluster.weights import model_dir, stage  # noqa: E402
+from tests.simcluster import SimCluster  # noqa: E402
 
 
 def two_hop(settings_file: Path, model: str) -> float:

@@ -6,7 +6,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from clustertool import inv, tool_config
 
 pytestmark = pytest.mark.cluster

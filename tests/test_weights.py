@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-
 from clustertool import PROJECT, inv, make_model, tool_config
 
 pytestmark = pytest.mark.cluster
