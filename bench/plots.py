@@ -343,5 +343,7 @@ def save(fig: Figure, folder: Path, name: str) -> list[Path]:
     png, svg = folder / f"{name}.png", folder / f"{name}.svg"
     with mpl.rc_context(STYLE):
         fig.savefig(png, dpi=PNG_DPI, facecolor="white", metadata={"Software": None})
+        # The layout is in figure fractions, so the PNG's holds for the SVG: skip solving it again.
+        fig.set_layout_engine("none")
         fig.savefig(svg, facecolor="white", metadata={"Date": None})
     return [png, svg]

@@ -14,6 +14,7 @@ its model name ("demo") and always rendered as simulated, whatever label the cal
 from __future__ import annotations
 
 import dataclasses
+import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -89,6 +90,13 @@ class Target:
         return "\n".join(([f"note: {self.note}"] if self.note else []) + lines)
 
 
+def config_settings(config_file: str | None = None) -> Settings:
+    """The cluster config through Invoke's hierarchy; the runtime file as `inv -f` would take it."""
+    from cluster.config import load as load_config
+
+    return load_config(config_file or os.environ.get("INVOKE_RUNTIME_CONFIG") or None)
+
+
 def _concurrency(value: Any, default: Iterable[int]) -> tuple[int, ...]:
     """None -> default; 8, "1,2,4" or [1, 2, 4] -> a validated tuple (papermill passes any)."""
     if value is None or value == "":
@@ -107,22 +115,23 @@ def _demo_target(results_dir: Path, concurrency: Any, input_len: int | None,
 
 def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None,
          input_len: int | None = None, output_len: int | None = None, requests: int | None = None,
-         results_dir: str | Path = "results", run: bool = True,
+         results_dir: str | Path = "results", run: bool = True, config_file: str | None = None,
          settings: Settings | None = None) -> Target:
     """Resolve the notebook's parameters against the config into a `Target`.
 
     `model` is a name under `models:` (its served name is what the requests carry; results go to
     `results/<name>/`), "demo", or with an explicit `base_url` any served model name. Loading
-    only (`run=False`) needs no cluster. Raises cluster.config.ConfigError for an unknown model.
+    only (`run=False`) needs no cluster. The config is read as `inv` reads it, `config_file` (or
+    INVOKE_RUNTIME_CONFIG) standing for `inv -f FILE`. Raises cluster.config.ConfigError for an
+    unknown model.
     """
-    from cluster.config import load as load_config
     from cluster.serving import api_url
 
     results = Path(results_dir)
     if model == DEMO:
         return _demo_target(results, concurrency, input_len, output_len, requests)
     explicit = base_url not in (None, "", FROM_CONFIG)
-    s = settings if settings is not None else load_config()
+    s = settings if settings is not None else config_settings(config_file)
     if model in s.models or (run and not explicit):
         spec = s.model(model)  # raises ConfigError naming the configured models
         label, served = spec.name, spec.served_name
@@ -176,7 +185,7 @@ def run_view(doc: dict[str, Any], hardware: str) -> plots.Run:
     return plots.Run.from_doc(doc, SIM_HARDWARE if simulated else hardware, simulated)
 
 
-def load_runs(names: str | Sequence[str], results_dir: str | Path = "results",
+def load_runs(names: str | Sequence[str], results_dir: str | Path = "results", config_file: str | None = None,
               settings: Settings | None = None) -> list[plots.Run]:
     """Load `results_dir/<name>/results.json` for each name (comma list or sequence)."""
     wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
@@ -186,9 +195,7 @@ def load_runs(names: str | Sequence[str], results_dir: str | Path = "results",
     docs = [load(Path(results_dir) / n) for n in wanted]
     hardware = SIM_HARDWARE
     if not all(is_simulated(d) for d in docs):
-        from cluster.config import load as load_config
-
-        hardware = (settings if settings is not None else load_config()).hardware_label
+        hardware = (settings if settings is not None else config_settings(config_file)).hardware_label
     runs = [run_view(d, hardware) for d in docs]
     short = [r.name for r in runs]
     if len(set(short)) < len(short):
@@ -229,6 +236,21 @@ def _requests_text(settings: dict[str, Any]) -> str:
     return f"{measured} measured requests per point after {'C' if warm is None else warm} warm-up"
 
 
+DEFINITIONS = {
+    "Output tok/s (all users)": "Output tok/s: output tokens of all requests / wall time of the point.",
+    "Tok/s per user (p50)": "Tok/s per user: (N \u2212 1) / (last token \u2212 first token), median over requests.",
+    "TTFT p50 (ms)": "TTFT: request sent to first generated token.",
+    "TPOT p50 (ms)": "TPOT: (last \u2212 first token) / (N \u2212 1).",
+    "ITL p99 (ms)": "ITL: gaps between tokens (a chunk of k tokens gives k gaps of 1/k of its gap).",
+    "Accept. length": "Accept. length: 1 + accepted / drafts (MTP, from the server's counters).",
+    "Failed": "Failed: failed / measured requests.",
+}
+
+
+def parse_header(table: str) -> list[str]:
+    return [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+
+
 def markdown_table(runs: Sequence[plots.Run]) -> str:
     """One row per concurrency (and model, when several), numbers rounded for reading."""
     cols = [c for c in COLUMNS if c[1] != "acceptance_length" or any(r.has(c[1]) for r in runs)]
@@ -266,11 +288,9 @@ def markdown_report(runs: Sequence[plots.Run]) -> str:
     if any(_flag(v) for r in runs for v in r.frame["client_bound"]):
         out += [f"{CLIENT_BOUND_MARK} The benchmark client's event loop lagged more than "
                 f"{_client_bound_ms(runs)} ms (p99) at this point: latencies may include client delay.", ""]
-    out += ["Output tok/s: output tokens of all requests / wall time of the point. Tok/s per user: "
-            "(N \u2212 1) / (last token \u2212 first token), median over requests. TTFT: request sent to "
-            "first generated token. TPOT: (last \u2212 first token) / (N \u2212 1). ITL: per-token gaps "
-            "(a chunk of k tokens counts k gaps of 1/k). Accept. length: 1 + accepted / drafts (MTP). "
-            "Failed: failed / measured requests. Definitions: docs/metrics.md.", ""]
+    shown = parse_header(markdown_table(runs))
+    out += [" ".join(text for header, text in DEFINITIONS.items() if header in shown)
+            + " Definitions: docs/metrics.md.", ""]
     return "\n".join(out)
 
 
@@ -333,9 +353,13 @@ def show(rendered: Rendered) -> None:
 
 def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any],
             cwd: str | Path | None = None) -> None:
-    """Run a notebook through papermill; PapermillExecutionError carries the failing cell's error."""
+    """Run a notebook through papermill, the kernel in `cwd` (default: this process's).
+
+    PapermillExecutionError carries the failing cell's exception name and message; the output
+    notebook is written either way, with the traceback in it.
+    """
     import papermill
 
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     papermill.execute_notebook(str(notebook), str(output), parameters=parameters, progress_bar=False,
-                               cwd=str(cwd or PROJECT_DIR))
+                               cwd=str(cwd) if cwd is not None else None)

@@ -30,10 +30,12 @@ requests = None  # measured requests per point; None: max(8, 4 x C) (demo: max(8
 run = True  # False: only load results/<model>/results.json and render it
 rerun = False  # True: measure again the points results.json already has (the demo always does)
 results_dir = "results"  # results/<model>/ gets results.json, table.md and the figures
+config_file = None  # an Invoke config file, as `inv -f FILE` takes; None: invoke.yaml, ~/.invoke.yaml, INVOKE_*
 
 # %%
 target = report.plan(model, base_url=base_url, concurrency=concurrency, input_len=input_len,
-                     output_len=output_len, requests=requests, results_dir=results_dir, run=run)
+                     output_len=output_len, requests=requests, results_dir=results_dir, run=run,
+                     config_file=config_file)
 print(target.describe())
 
 # %%

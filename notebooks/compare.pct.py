@@ -20,8 +20,9 @@ from bench import report
 models = "qwen,nemotron"  # result folders under results_dir, comma-separated, in legend order
 results_dir = "results"
 out_dir = "results/compare"  # gets table.md and the figures
+config_file = None  # an Invoke config file, as `inv -f FILE` takes (for the hardware label of measured runs)
 
 # %%
-runs = report.load_runs(models, results_dir)
+runs = report.load_runs(models, results_dir, config_file=config_file)
 rendered = report.render_runs(runs, out_dir)
 report.show(rendered)
