@@ -52,11 +52,13 @@ CLIENT_BOUND_MARK = "\u2020"
 
 @dataclass(frozen=True)
 class Target:
-    """Where a sweep runs and where its results go; `base_url` None means the simulator."""
+    """Where a sweep runs and where its results go. `base_url` is None for the embedded
+    simulated endpoint (`simulated`) and when only loading (nothing to reach)."""
 
     label: str
     model: str
     base_url: str | None
+    simulated: bool
     hardware: str
     results_dir: Path
     concurrency: tuple[int, ...]
@@ -66,10 +68,6 @@ class Target:
     requests_multiplier: int = 4
     api: str = "chat"
     note: str = ""
-
-    @property
-    def simulated(self) -> bool:
-        return self.base_url is None
 
     @property
     def folder(self) -> Path:
@@ -83,7 +81,8 @@ class Target:
                            results_dir=self.results_dir, rerun=rerun)
 
     def describe(self) -> str:
-        where = "the embedded simulated endpoint" if self.simulated else self.base_url
+        where = ("the embedded simulated endpoint" if self.simulated else self.base_url
+                 or "(loading only)")
         lines = [f"model {self.model!r} at {where}; results in {self.folder}",
                  f"concurrency {', '.join(map(str, self.concurrency))}; {self.input_len} in / "
                  f"{self.output_len} out tokens; hardware label: {self.hardware}"]
@@ -107,7 +106,7 @@ def _concurrency(value: Any, default: Iterable[int]) -> tuple[int, ...]:
 
 def _demo_target(results_dir: Path, concurrency: Any, input_len: int | None,
                  output_len: int | None, requests: int | None, note: str = "") -> Target:
-    return Target(label=DEMO, model=DEMO, base_url=None, hardware=SIM_HARDWARE,
+    return Target(label=DEMO, model=DEMO, base_url=None, simulated=True, hardware=SIM_HARDWARE,
                   results_dir=results_dir, concurrency=_concurrency(concurrency, DEMO_CONCURRENCY),
                   input_len=input_len or DEMO_INPUT_LEN, output_len=output_len or DEMO_OUTPUT_LEN,
                   requests=requests, requests_multiplier=DEMO_REQUESTS_MULTIPLIER, note=note)
@@ -125,8 +124,6 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
     INVOKE_RUNTIME_CONFIG) standing for `inv -f FILE`. Raises cluster.config.ConfigError for an
     unknown model.
     """
-    from cluster.serving import api_url
-
     results = Path(results_dir)
     if model == DEMO:
         return _demo_target(results, concurrency, input_len, output_len, requests)
@@ -141,19 +138,26 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
         note = (f"no cluster is configured yet (the config still has placeholders), so the embedded "
                 f"simulated endpoint stands in for {model!r}; results go to {results / DEMO}")
         return _demo_target(results, concurrency, input_len, output_len, requests, note)
+    if explicit or not run:
+        url = str(base_url) if explicit else None
+    else:
+        from cluster.serving import api_url  # imports the SSH stack: only when about to measure
+
+        url = api_url(s)
     b = s.bench
-    return Target(label=label, model=served, base_url=str(base_url) if explicit else api_url(s),
-                  hardware=s.hardware_label, results_dir=results,
-                  concurrency=_concurrency(concurrency, b.concurrency),
+    return Target(label=label, model=served, base_url=url, simulated=False, hardware=s.hardware_label,
+                  results_dir=results, concurrency=_concurrency(concurrency, b.concurrency),
                   input_len=input_len or b.input_len, output_len=output_len or b.output_len,
                   requests=requests or b.requests_per_point, api=b.api)
 
 
 def measure(target: Target, rerun: bool = False) -> dict[str, Any]:
     """Run the sweep (resuming unless `rerun`); the demo always measures afresh on a new endpoint."""
-    if target.base_url is None:
+    if target.simulated:
         with BackgroundSim(dataclasses.replace(DEMO_SIM, model=target.model)) as sim:
             return run_sweep(target.sweep_config(sim.base_url, rerun=True), progress=False)
+    if target.base_url is None:
+        raise ValueError(f"{target.label}: planned for loading only (run=False); nothing to measure")
     return run_sweep(target.sweep_config(target.base_url, rerun), progress=False)
 
 

@@ -252,6 +252,9 @@ def test_plan_without_a_cluster_falls_back_to_the_simulator() -> None:
     # Loading only needs no cluster: the model's own folder and the config's hardware label.
     t = report.plan("qwen", run=False, settings=unconfigured)
     assert t.folder == Path("results/qwen") and t.hardware == unconfigured.hardware_label
+    assert not t.simulated and t.base_url is None
+    with pytest.raises(ValueError, match="loading only"):
+        report.measure(t)
 
 
 def test_plan_from_config_uses_head_api_and_served_name() -> None:
