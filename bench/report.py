@@ -25,10 +25,11 @@ import numpy as np
 
 from bench import plots
 from bench.results import ResultsError, load_results
-from bench.simserver import BackgroundSim, SimConfig
-from bench.sweep import SweepConfig, parse_concurrency, run_sweep
 
+# bench.sweep and bench.simserver (aiohttp) and cluster.serving (the SSH stack) are imported
+# where a sweep is about to run, so re-rendering from results.json starts quickly.
 if TYPE_CHECKING:
+    from bench.sweep import SweepConfig
     from cluster.config import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
@@ -40,8 +41,7 @@ TABLE_FILE = "table.md"
 # The demo endpoint: MTP with 2 draft tokens so the acceptance figure has data; a per-sequence
 # step cost so per-user speed falls as the batch grows, as on a GPU; a batch cap of 16 so the
 # last demo point (C=32) queues and TTFT climbs. The sweep takes about 15 s on 2 cores.
-DEMO_SIM = SimConfig(model=DEMO, spec_tokens=2, spec_accept=0.7, max_batch=16,
-                     decode_per_seq_s=0.0015)
+DEMO_SIM: dict[str, Any] = {"spec_tokens": 2, "spec_accept": 0.7, "max_batch": 16, "decode_per_seq_s": 0.0015}
 DEMO_CONCURRENCY = (1, 2, 4, 8, 16, 32)
 DEMO_INPUT_LEN = 128
 DEMO_OUTPUT_LEN = 48
@@ -74,6 +74,8 @@ class Target:
         return self.results_dir / self.label
 
     def sweep_config(self, base_url: str, rerun: bool) -> SweepConfig:
+        from bench.sweep import SweepConfig
+
         return SweepConfig(base_url=base_url, model=self.model, label=self.label,
                            concurrency=list(self.concurrency), input_len=self.input_len,
                            output_len=self.output_len, requests_per_point=self.requests,
@@ -101,6 +103,8 @@ def _concurrency(value: Any, default: Iterable[int]) -> tuple[int, ...]:
     if value is None or value == "":
         return tuple(default)
     text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    from bench.sweep import parse_concurrency
+
     return tuple(parse_concurrency(text))
 
 
@@ -153,8 +157,11 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
 
 def measure(target: Target, rerun: bool = False) -> dict[str, Any]:
     """Run the sweep (resuming unless `rerun`); the demo always measures afresh on a new endpoint."""
+    from bench.simserver import BackgroundSim, SimConfig
+    from bench.sweep import run_sweep
+
     if target.simulated:
-        with BackgroundSim(dataclasses.replace(DEMO_SIM, model=target.model)) as sim:
+        with BackgroundSim(SimConfig(model=target.model, **DEMO_SIM)) as sim:
             return run_sweep(target.sweep_config(sim.base_url, rerun=True), progress=False)
     if target.base_url is None:
         raise ValueError(f"{target.label}: planned for loading only (run=False); nothing to measure")
