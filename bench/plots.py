@@ -16,6 +16,7 @@ Public: `Run` (one run's frame plus what the caption needs), `throughput`, `per_
 from __future__ import annotations
 
 import functools
+import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +27,9 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
-from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, NullLocator
+from matplotlib.lines import Line2D
+from matplotlib.patches import Patch
+from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 
 from bench.results import points_frame
 
@@ -100,20 +103,33 @@ def workload(settings: dict[str, Any]) -> str:
             f"request, {settings.get('api', '?')} API, temperature {settings.get('temperature', 0)}")
 
 
+CAPTION_CHARS = 118  # what fits across 8 in at the caption's 8.5 pt
+
+
 def caption_lines(runs: Sequence[Run]) -> list[str]:
-    """What every figure states about where its numbers come from."""
-    if len(runs) == 1:
-        r = runs[0]
-        return [f"Model: {r.model}  \u00b7  Hardware: {r.hardware}",
-                f"vLLM {r.version}  \u00b7  run {r.date}  \u00b7  {r.workload}"]
+    """What every figure states about where its numbers come from, wrapped to the figure width.
+
+    What all runs share is said once; what differs is said per model.
+    """
+    fields = {"Hardware": [r.hardware for r in runs], "vLLM": [r.version for r in runs],
+              "run": [r.date for r in runs], "": [r.workload for r in runs]}
+    shared = {k: v[0] for k, v in fields.items() if len(set(v)) == 1}
     lines = []
-    hardware = {r.hardware for r in runs}
-    if len(hardware) == 1:
-        lines.append(f"Hardware: {runs[0].hardware}")
-    for r in runs:
-        where = "" if len(hardware) == 1 else f" on {r.hardware}"
-        lines.append(f"{r.model}{where}: vLLM {r.version}, run {r.date}, {r.workload}")
-    return lines
+    if len(runs) == 1:
+        lines.append(f"Model: {runs[0].model}  \u00b7  Hardware: {runs[0].hardware}")
+        shared.pop("Hardware")
+    elif "Hardware" in shared:
+        lines.append(f"Hardware: {shared.pop('Hardware')}")
+    if shared:
+        lines.append("  \u00b7  ".join(f"{k} {v}".strip() for k, v in shared.items()))
+    if len(runs) > 1:
+        for r in runs:
+            own = [f"{k} {v[runs.index(r)]}".strip() for k, v in fields.items() if k not in shared
+                   and not (k == "Hardware" and lines[0].startswith("Hardware"))]
+            lines.append(f"{r.model}: {', '.join(own)}" if own else r.model)
+        if all(len(set(v)) == 1 for v in fields.values()):
+            lines[-len(runs):] = ["Models: " + ", ".join(r.model for r in runs)]
+    return [part for line in lines for part in textwrap.wrap(line, CAPTION_CHARS, subsequent_indent="    ")]
 
 
 def _styled(fn: Callable[..., Figure | None]) -> Callable[..., Figure | None]:
@@ -125,10 +141,11 @@ def _styled(fn: Callable[..., Figure | None]) -> Callable[..., Figure | None]:
     return wrapper
 
 
-def _figure(runs: Sequence[Run], title: str, ncols: int = 1) -> tuple[Figure, list[Axes]]:
-    """A blog-width figure: banner (if simulated), title, axes, caption; heights in inches."""
+def _figure(runs: Sequence[Run], title: str, ncols: int = 1,
+            note: str = "") -> tuple[Figure, list[Axes]]:
+    """A blog-width figure: banner (if simulated), title, axes, caption (+ `note`); heights in inches."""
     simulated = any(r.simulated for r in runs)
-    lines = caption_lines(runs)
+    lines = caption_lines(runs) + textwrap.wrap(note, CAPTION_CHARS, subsequent_indent="    ")
     caption_in = 0.12 + 0.19 * len(lines)
     banner_in = 0.38 if simulated else 0.0
     title_in = 0.42
@@ -175,9 +192,25 @@ def _color(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
-def _legend(ax: Axes, runs: Sequence[Run], force: bool = False) -> None:
-    if len(runs) > 1 or force:
-        ax.legend(frameon=False, loc="best")
+def _legend(ax: Axes, runs: Sequence[Run], styles: Sequence[tuple[str, str, str]] = ()) -> None:
+    """One legend row above the axes: a coloured line per model (when several), then what each
+    line style means (`styles`: (linestyle, marker, meaning)), drawn in neutral grey."""
+    handles: list[Line2D] = []
+    if len(runs) > 1:
+        handles += [Line2D([], [], color=_color(i), marker="o", label=r.name) for i, r in enumerate(runs)]
+    handles += [Line2D([], [], color="#555555" if len(runs) > 1 else _color(0), linestyle=ls, marker=m,
+                       label=meaning) for ls, m, meaning in styles]
+    _legend_row(ax, handles)
+
+
+def _legend_row(ax: Axes, handles: Sequence[Any]) -> None:
+    """Legend above the axes, off the data, in one row when it fits and two columns when not."""
+    if not handles:
+        return
+    chars = sum(len(str(h.get_label())) + 6 for h in handles)
+    ncols = len(handles) if chars <= 95 else min(len(handles), 2)
+    ax.legend(handles=handles, loc="lower left", bbox_to_anchor=(0.0, 1.01), ncols=ncols, frameon=False,
+              borderaxespad=0.0, handlelength=2.6)
 
 
 def _log_if_wide(ax: Axes, values: pd.Series, label: str) -> None:
@@ -214,15 +247,14 @@ def per_user(runs: Sequence[Run]) -> Figure:
     """Per-user speed against concurrency: decode speed (solid) and including TTFT (dashed)."""
     fig, (ax,) = _figure(runs, _title(runs, "speed each user sees"))
     for i, r in enumerate(runs):
-        prefix = f"{r.name}: " if len(runs) > 1 else ""
-        ax.plot(r.frame["concurrency"], r.frame["decode_tok_s_p50"], marker="o", color=_color(i),
-                label=f"{prefix}decode speed after the first token (p50)")
+        ax.plot(r.frame["concurrency"], r.frame["decode_tok_s_p50"], marker="o", color=_color(i))
         ax.plot(r.frame["concurrency"], r.frame["e2e_tok_s_p50"], marker="s", linestyle="--",
-                color=_color(i), alpha=0.75, label=f"{prefix}including time to first token (p50)")
+                color=_color(i), alpha=0.75)
     _concurrency_axis(ax, runs)
     ax.set_ylim(bottom=0)
     ax.set_ylabel("output tokens/s per user")
-    _legend(ax, runs, force=True)
+    _legend(ax, runs, [("-", "o", "decode speed after the first token (p50)"),
+                       ("--", "s", "including the wait for the first token (p50)")])
     return fig
 
 
@@ -231,15 +263,13 @@ def ttft(runs: Sequence[Run]) -> Figure:
     """Time to first token, p50 (solid) and p99 (dashed), against concurrency."""
     fig, (ax,) = _figure(runs, _title(runs, "time to first token"))
     for i, r in enumerate(runs):
-        prefix = f"{r.name}: " if len(runs) > 1 else ""
-        ax.plot(r.frame["concurrency"], r.frame["ttft_p50_ms"], marker="o", color=_color(i),
-                label=f"{prefix}p50")
+        ax.plot(r.frame["concurrency"], r.frame["ttft_p50_ms"], marker="o", color=_color(i))
         ax.plot(r.frame["concurrency"], r.frame["ttft_p99_ms"], marker="s", linestyle="--",
-                color=_color(i), alpha=0.75, label=f"{prefix}p99")
+                color=_color(i), alpha=0.75)
     _concurrency_axis(ax, runs)
     both = pd.concat([r.frame[c] for r in runs for c in ("ttft_p50_ms", "ttft_p99_ms")])
     _log_if_wide(ax, both, "time to first token (ms)")
-    _legend(ax, runs, force=True)
+    _legend(ax, runs, [("-", "o", "median (p50)"), ("--", "s", "p99")])
     return fig
 
 
@@ -247,15 +277,19 @@ def ttft(runs: Sequence[Run]) -> Figure:
 def tradeoff(runs: Sequence[Run]) -> Figure:
     """Per-user speed against aggregate throughput, one labelled point per concurrency."""
     fig, (ax,) = _figure(runs, _title(runs, "interactivity vs throughput"))
-    for i, r in enumerate(runs):
-        f = r.frame.dropna(subset=["output_tok_s", "decode_tok_s_p50"])
-        ax.plot(f["output_tok_s"], f["decode_tok_s_p50"], marker="o", color=_color(i), label=r.name)
-        for _, row in f.iterrows():
-            ax.annotate(f"C={int(row['concurrency'])}", (row["output_tok_s"], row["decode_tok_s_p50"]),
-                        textcoords="offset points", xytext=(6, 5), fontsize=9, color=_color(i))
-    ax.set_xlim(left=0)
-    ax.set_ylim(bottom=0)
-    ax.margins(x=0.08, y=0.08)
+    frames = [r.frame.dropna(subset=["output_tok_s", "decode_tok_s_p50"]) for r in runs]
+    xmax = max([float(f["output_tok_s"].max()) for f in frames if len(f)] or [1.0]) * 1.12
+    ymax = max([float(f["decode_tok_s_p50"].max()) for f in frames if len(f)] or [1.0]) * 1.15
+    ax.set_xlim(0, xmax)
+    ax.set_ylim(0, ymax)
+    for i, f in enumerate(frames):
+        ax.plot(f["output_tok_s"], f["decode_tok_s_p50"], marker="o", color=_color(i))
+        for x, y, label in _point_labels(f, xmax, ymax):
+            right = x > 0.75 * xmax
+            ax.annotate(label, (x, y), textcoords="offset points", xytext=(-4 if right else 7, 8),
+                        ha="right" if right else "left", fontsize=9, color=_color(i),
+                        bbox={"boxstyle": "round,pad=0.1", "facecolor": "white", "edgecolor": "none",
+                              "alpha": 0.8})
     ax.set_xlabel("aggregate output tokens/s (all users)")
     ax.set_ylabel("decode tokens/s per user (p50)")
     ax.text(0.99, 0.98, "up and right is better;\nC = requests in flight", transform=ax.transAxes,
@@ -264,27 +298,41 @@ def tradeoff(runs: Sequence[Run]) -> Figure:
     return fig
 
 
+def _point_labels(f: pd.DataFrame, xmax: float, ymax: float) -> list[tuple[float, float, str]]:
+    """'C=n' per point; points closer than a label's size (saturation piles them up) share one
+    label, 'C=16, 32, 64', above the highest of them."""
+    width_in, height_in = 0.85 * WIDTH_IN, 0.85 * AXES_HEIGHT_IN
+    groups: list[list[tuple[float, float, int]]] = []
+    for x, y, c in zip(f["output_tok_s"], f["decode_tok_s_p50"], f["concurrency"], strict=True):
+        if groups:
+            x0, y0, _ = groups[-1][0]
+            if abs(x - x0) / xmax * width_in < 0.55 and abs(y - y0) / ymax * height_in < 0.2:
+                groups[-1].append((x, y, int(c)))
+                continue
+        groups.append([(x, y, int(c))])
+    return [(max(g, key=lambda p: p[1])[0], max(p[1] for p in g), "C=" + ", ".join(str(c) for _, _, c in g))
+            for g in groups]
+
+
 @_styled
 def mtp(runs: Sequence[Run]) -> Figure | None:
     """MTP / speculative decoding: acceptance length and rate; None when no run reported them."""
     with_spec = [r for r in runs if r.has("acceptance_length") or r.has("acceptance_rate")]
     if not with_spec:
         return None
-    fig, (left, right) = _figure(with_spec, _title(with_spec, "MTP draft acceptance"), ncols=2)
+    left_out = [r.model for r in runs if r not in with_spec]
+    note = f"Not shown, no speculative-decoding counters on the server: {', '.join(left_out)}" if left_out else ""
+    fig, (left, right) = _figure(with_spec, _title(with_spec, "MTP draft acceptance"), ncols=2, note=note)
     for i, r in enumerate(with_spec):
-        left.plot(r.frame["concurrency"], r.frame["acceptance_length"], marker="o", color=_color(i),
-                  label=r.name)
-        right.plot(r.frame["concurrency"], 100 * r.frame["acceptance_rate"], marker="o",
-                   color=_color(i), label=r.name)
+        left.plot(r.frame["concurrency"], r.frame["acceptance_length"], marker="o", color=_color(i))
+        right.plot(r.frame["concurrency"], 100 * r.frame["acceptance_rate"], marker="o", color=_color(i))
     for ax in (left, right):
         _concurrency_axis(ax, with_spec)
     lengths = pd.concat([r.frame["acceptance_length"] for r in with_spec]).dropna()
     left.set_ylim(1, max(2.0, 1.1 * float(lengths.max())) if len(lengths) else 2.0)
     left.set_ylabel("acceptance length (tokens per step)")
-    left.set_title("1 + accepted drafts per step", fontsize=9.5, color="#555555")
     right.set_ylim(0, 100)
     right.set_ylabel("draft tokens accepted (%)")
-    right.set_title("accepted / proposed draft tokens", fontsize=9.5, color="#555555")
     _legend(left, with_spec)
     return fig
 
@@ -292,39 +340,46 @@ def mtp(runs: Sequence[Run]) -> Figure | None:
 @_styled
 def errors(runs: Sequence[Run]) -> Figure | None:
     """Failed requests per concurrency (by kind for one run); None when nothing failed."""
-    failing = [r for r in runs if r.frame["failed"].fillna(0).sum() > 0]
-    if not failing:
+    if not any(r.frame["failed"].fillna(0).sum() > 0 for r in runs):
         return None
     fig, (ax,) = _figure(runs, _title(runs, "failed requests"))
+    ax.set_axisbelow(True)
     points = sorted({int(c) for r in runs for c in r.frame["concurrency"]})
     x = np.arange(len(points))
     if len(runs) == 1:
-        r = runs[0]
-        kinds = r.failures.reindex(points).fillna(0)
+        kinds = runs[0].failures.reindex(points).fillna(0)
         bottom = np.zeros(len(points))
         for i, kind in enumerate(kinds.columns):
-            ax.bar(x, kinds[kind], bottom=bottom, color=_color(i), label=kind, width=0.6)
+            ax.bar(x, kinds[kind], bottom=bottom, color=_color(i), width=0.6)
             bottom += kinds[kind].to_numpy()
-        f = r.frame.set_index("concurrency").reindex(points)
-        for xi, (failed, total) in enumerate(zip(f["failed"], f["failed"] + f["completed"], strict=True)):
-            if pd.notna(total) and total:
-                ax.annotate(f"{int(failed)}/{int(total)}", (xi, bottom[xi]), textcoords="offset points",
-                            xytext=(0, 3), ha="center", fontsize=9)
+        _failed_of_total(ax, runs[0], points, x, bottom)
         ax.set_ylabel("failed requests (count)")
-        ax.legend(frameon=False, title="kind", loc="upper left")
+        ax.yaxis.set_major_locator(MaxNLocator(integer=True))
+        _legend_row(ax, [Patch(color=_color(i), label=f"failed: {kind}") for i, kind in enumerate(kinds.columns)])
     else:
         width = 0.8 / len(runs)
         for i, r in enumerate(runs):
-            rate = r.frame.set_index("concurrency")["error_rate"].reindex(points) * 100
-            ax.bar(x - 0.4 + width * (i + 0.5), rate.fillna(0), width=width, color=_color(i), label=r.name)
+            rate = (r.frame.set_index("concurrency")["error_rate"].reindex(points) * 100).fillna(0)
+            xs = x - 0.4 + width * (i + 0.5)
+            ax.bar(xs, rate, width=width, color=_color(i))
+            _failed_of_total(ax, r, points, xs, rate.to_numpy())
         ax.set_ylabel("failed requests (% of measured)")
-        ax.legend(frameon=False)
+        _legend_row(ax, [Patch(color=_color(i), label=r.name) for i, r in enumerate(runs)])
     ax.set_xticks(x, [str(c) for c in points])
     ax.set_xlabel(CONCURRENCY_LABEL)
     ax.grid(axis="x", visible=False)
     ax.set_ylim(bottom=0)
     ax.margins(y=0.15)
     return fig
+
+
+def _failed_of_total(ax: Axes, r: Run, points: list[int], xs: np.ndarray, tops: np.ndarray) -> None:
+    """'failed/measured' above each bar that has failures."""
+    f = r.frame.set_index("concurrency").reindex(points)
+    for xi, top, failed, ok in zip(xs, tops, f["failed"], f["completed"], strict=True):
+        if pd.notna(failed) and failed > 0:
+            ax.annotate(f"{int(failed)}/{int(failed + ok)}", (xi, top), textcoords="offset points",
+                        xytext=(0, 3), ha="center", fontsize=9)
 
 
 FIGURES: dict[str, Callable[[Sequence[Run]], Figure | None]] = {

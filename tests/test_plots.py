@@ -205,9 +205,9 @@ def test_comparison_overlays_models_in_one_table(results: dict[str, Any], tmp_pa
         assert_blog_png(png)
     legend = svg_texts(out.figures["throughput"][1])
     assert all(r.name in legend for r in runs)
-    # Only the MTP model has acceptance data; the others are left out of that figure.
+    # Only the MTP model has acceptance data; the caption says which models are left out.
     mtp_texts = svg_texts(out.figures["mtp"][1])
-    assert "plain-model" not in mtp_texts
+    assert "Not shown, no speculative-decoding counters on the server: plain-model, flaky-model" in mtp_texts
     assert_table_matches(out.table.read_text(), [results[k] for k in ("mtp", "plain", "flaky")])
     with pytest.raises(ValueError, match="two or more"):
         report.load_runs("mtp", tmp_path)
