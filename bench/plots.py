@@ -103,7 +103,7 @@ def workload(settings: dict[str, Any]) -> str:
             f"request, {settings.get('api', '?')} API, temperature {settings.get('temperature', 0)}")
 
 
-CAPTION_CHARS = 118  # what fits across 8 in at the caption's 8.5 pt
+CAPTION_CHARS = 112  # what fits across 8 in at the caption's 9 pt
 
 
 def caption_lines(runs: Sequence[Run]) -> list[str]:
@@ -146,7 +146,7 @@ def _figure(runs: Sequence[Run], title: str, ncols: int = 1,
     """A blog-width figure: banner (if simulated), title, axes, caption (+ `note`); heights in inches."""
     simulated = any(r.simulated for r in runs)
     lines = caption_lines(runs) + textwrap.wrap(note, CAPTION_CHARS, subsequent_indent="    ")
-    caption_in = 0.12 + 0.19 * len(lines)
+    caption_in = 0.12 + 0.2 * len(lines)
     banner_in = 0.38 if simulated else 0.0
     title_in = 0.42
     height = AXES_HEIGHT_IN + caption_in + banner_in + title_in
@@ -158,7 +158,7 @@ def _figure(runs: Sequence[Run], title: str, ncols: int = 1,
     axes = list(np.atleast_1d(fig.subplots(1, ncols)))
     fig.text(0.015, 1 - (banner_in + 0.08) / height, title, ha="left", va="top",
              fontsize=13, fontweight="bold")
-    fig.text(0.015, 0.08 / height, "\n".join(lines), ha="left", va="bottom", fontsize=8.5,
+    fig.text(0.015, 0.08 / height, "\n".join(lines), ha="left", va="bottom", fontsize=9,
              color="#444444", linespacing=1.45)
     if simulated:
         fig.text(0.5, 1 - 0.06 / height, SIM_BANNER, ha="center", va="top", fontsize=12,
