@@ -27,9 +27,11 @@ import numpy as np
 import pandas as pd
 from matplotlib.axes import Axes
 from matplotlib.figure import Figure
+from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import Line2D
 from matplotlib.patches import Patch
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
+from matplotlib.typing import LineStyleType, RcKeyType
 
 from bench.results import points_frame
 
@@ -40,7 +42,7 @@ SIM_BANNER = "SIMULATED ENDPOINT \u2014 NOT A MEASUREMENT"
 # Okabe-Ito: distinguishable with the common colour-vision deficiencies and in greyscale print.
 COLORS = ("#0072B2", "#D55E00", "#009E73", "#CC79A7", "#E69F00", "#56B4E9", "#000000")
 CONCURRENCY_LABEL = "concurrency (requests in flight)"
-STYLE: dict[str, Any] = {
+STYLE: dict[RcKeyType, Any] = {
     "font.size": 10.5,
     "axes.titlesize": 11,
     "axes.labelsize": 10.5,
@@ -150,11 +152,11 @@ def _figure(runs: Sequence[Run], title: str, ncols: int = 1,
     banner_in = 0.38 if simulated else 0.0
     title_in = 0.42
     height = AXES_HEIGHT_IN + caption_in + banner_in + title_in
-    fig = Figure(figsize=(WIDTH_IN, height), layout="constrained")
-    engine = fig.get_layout_engine()
+    engine = ConstrainedLayoutEngine()
+    fig = Figure(figsize=(WIDTH_IN, height), layout=engine)
     top = 1 - (banner_in + title_in) / height
     bottom = caption_in / height
-    engine.set(rect=(0.0, bottom, 1.0, top - bottom), w_pad=0.08, h_pad=0.06)  # type: ignore[call-arg]
+    engine.set(rect=(0.0, bottom, 1.0, top - bottom), w_pad=0.08, h_pad=0.06)
     axes = list(np.atleast_1d(fig.subplots(1, ncols)))
     fig.text(0.015, 1 - (banner_in + 0.08) / height, title, ha="left", va="top",
              fontsize=13, fontweight="bold")
@@ -192,7 +194,7 @@ def _color(i: int) -> str:
     return COLORS[i % len(COLORS)]
 
 
-def _legend(ax: Axes, runs: Sequence[Run], styles: Sequence[tuple[str, str, str]] = ()) -> None:
+def _legend(ax: Axes, runs: Sequence[Run], styles: Sequence[tuple[LineStyleType, str, str]] = ()) -> None:
     """One legend row above the axes: a coloured line per model (when several), then what each
     line style means (`styles`: (linestyle, marker, meaning)), drawn in neutral grey."""
     handles: list[Line2D] = []
