@@ -25,7 +25,7 @@ from bench import plots, report
 from bench.simserver import SimConfig
 
 from bench_fixtures import sweep_against_sim  # isort: skip
-from test_plots import assert_blog_png, assert_table_matches, svg_texts  # isort: skip
+from test_plots import as_measured, assert_blog_png, assert_table_matches, svg_texts  # isort: skip
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[1]
@@ -167,3 +167,41 @@ def test_dev_demo_command_runs_the_default_demo_in_under_a_minute(tmp_path: Path
     assert [p["concurrency"] for p in doc["points"]] == list(report.DEMO_CONCURRENCY)
     assert_report(folder, [doc], {"throughput", "per_user", "ttft", "tradeoff", "mtp"})
     assert took < 60, f"the demo took {took:.0f} s"
+
+
+def inv(*args: str, results_dir: Path) -> subprocess.CompletedProcess[str]:
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("INVOKE_", "GX10_"))}
+    env["INVOKE_CONTROL_RESULTS_DIR"] = str(results_dir)
+    return subprocess.run([str(Path(sys.executable).parent / "inv"), *args], cwd=REPO, env=env, text=True,
+                          capture_output=True, timeout=240)
+
+
+def test_inv_report_load_only_compare_and_refusals(tmp_path: Path) -> None:
+    # `inv -f FILE` reaches the kernel: the hardware label of a measured run comes from this file,
+    # and its placeholders (the seed's) leave no cluster to measure.
+    rig = tmp_path / "rig.yaml"
+    rig.write_text('cluster:\n  hardware_label: "test rig: 4 nodes"\n'
+                   '  head: {name: head, mgmt: "<head-node>", fabric: "<head-fabric-ip>"}\n')
+    qwen = sweep(tmp_path, "qwen", SimConfig(model="Qwen/Qwen3.5-397B-A17B-FP8", decode_base_s=0.002, spec_tokens=2))
+    nemotron = as_measured(sweep(tmp_path, "nemotron", SimConfig(model="x", decode_base_s=0.003)),
+                           "nvidia/NVIDIA-Nemotron-3-Ultra-550B-A55B-NVFP4")
+    (tmp_path / "nemotron" / "results.json").write_text(json.dumps(nemotron))
+
+    done = inv("-f", str(rig), "report", "--model", "nemotron", "--load-only", results_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "nemotron" / "bench.ipynb").exists()
+    assert_report(tmp_path / "nemotron", [nemotron], {"throughput", "per_user", "ttft", "tradeoff"})
+    texts = svg_texts(tmp_path / "nemotron" / "throughput.svg")
+    assert "Hardware: test rig: 4 nodes" in texts and "SIMULATED" not in texts
+
+    done = inv("-f", str(rig), "report", "--compare", "qwen,nemotron", results_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    assert (tmp_path / "compare" / "compare.ipynb").exists()
+    assert_report(tmp_path / "compare", [qwen, nemotron], {"throughput", "per_user", "ttft", "tradeoff", "mtp"})
+
+    missing = inv("-f", str(rig), "report", "--model", "qwen", "--load-only", results_dir=tmp_path / "empty")
+    assert missing.returncode == 1 and "ResultsError: no results file at" in missing.stderr
+    refused = inv("-f", str(rig), "report", "--model", "qwen", results_dir=tmp_path)
+    assert refused.returncode == 2 and "placeholders" in refused.stderr
+    unknown = inv("-f", str(rig), "report", "--model", "llama", "--load-only", results_dir=tmp_path)
+    assert unknown.returncode == 2 and "unknown model 'llama'" in unknown.stderr
