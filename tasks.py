@@ -165,5 +165,40 @@ def bench(c: Context, model: str | None = None, concurrency: str | None = None, 
         raise Exit(code=code)
 
 
-ns = Collection(status, doctor, stage, verify_weights, clear_weights, bench)
+@task(
+    help={
+        "model": "Model to report on (a name under `models:`), or demo for the embedded simulated endpoint.",
+        "load-only": "Measure nothing: re-render table.md and the figures from results/<model>/results.json.",
+        "compare": "Instead, compare these result folders (comma list, e.g. qwen,nemotron) into results/compare/.",
+    }
+)
+@reports_errors
+def report(c: Context, model: str | None = None, load_only: bool = False, compare: str | None = None) -> None:
+    """Run the bench notebook through papermill: sweep (or load), write table.md and figures."""
+    from papermill.exceptions import PapermillExecutionError
+
+    from bench import report as bench_report
+
+    s = settings(c)
+    runtime = c.config._runtime_path  # noqa: SLF001 - `inv -f FILE`, handed on so the notebook reads the same config
+    params: dict[str, object] = {"results_dir": str(s.results_dir), "config_file": str(runtime) if runtime else None}
+    if compare:
+        name, folder = "compare", s.results_dir / "compare"
+        params.update(models=compare, out_dir=str(folder))
+    else:
+        if model != "demo":
+            s.model(model)
+            if not load_only:
+                s.require_cluster()
+        name, folder = "bench", s.results_dir / str(model)
+        params.update(model=model, run=not load_only)
+    output = folder / f"{name}.ipynb"
+    try:
+        bench_report.execute(bench_report.NOTEBOOKS_DIR / f"{name}.ipynb", output, params)
+    except PapermillExecutionError as e:
+        raise Exit(f"report: {e.ename}: {e.evalue} (the executed notebook, with the traceback: {output})", code=1) from e
+    print(f"report: {folder}/{bench_report.TABLE_FILE}, figures (PNG, SVG) and the executed notebook {output}")
+
+
+ns = Collection(status, doctor, stage, verify_weights, clear_weights, bench, report)
 ns.configure(defaults())

@@ -1,0 +1,376 @@
+"""What the notebooks call: choose the target, run or load the sweep, write the table and figures.
+
+bench.ipynb: `plan(model, ...)` gives a `Target`: the embedded simulated endpoint for model "demo"
+(or while the config still describes no cluster), else the head's API from config. Then
+`measure(target)` runs the sweep, or `load(folder)` reads results.json, and `render(doc, folder,
+hardware)` writes `table.md` and the figures beside it. compare.ipynb: `load_runs(names,
+results_dir)` and `render_runs(runs, folder)`. `execute(notebook, output, parameters)` runs a
+notebook through papermill for `inv report`, the tests and benchmarks/render.py.
+
+A results document from the simulated endpoint is recognised by its server version ("+sim") or
+its model name ("demo") and always rendered as simulated, whatever label the caller passes.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from bench import plots
+from bench.results import ResultsError, load_results
+
+# bench.sweep and bench.simserver (aiohttp) and cluster.serving (the SSH stack) are imported
+# where a sweep is about to run, so re-rendering from results.json starts quickly.
+if TYPE_CHECKING:
+    from bench.sweep import SweepConfig
+    from cluster.config import Settings
+
+PROJECT_DIR = Path(__file__).resolve().parent.parent
+NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
+DEMO = "demo"
+FROM_CONFIG = "from config"
+SIM_HARDWARE = "simulated endpoint (bench.simserver), no GPU"
+TABLE_FILE = "table.md"
+# The demo endpoint: MTP with 2 draft tokens so the acceptance figure has data; a per-sequence
+# step cost so per-user speed falls as the batch grows, as on a GPU; a batch cap of 16 so the
+# last demo point (C=32) queues and TTFT climbs. The sweep takes about 15 s on 2 cores.
+DEMO_SIM: dict[str, Any] = {"spec_tokens": 2, "spec_accept": 0.7, "max_batch": 16, "decode_per_seq_s": 0.0015}
+DEMO_CONCURRENCY = (1, 2, 4, 8, 16, 32)
+DEMO_INPUT_LEN = 128
+DEMO_OUTPUT_LEN = 48
+DEMO_REQUESTS_MULTIPLIER = 2
+MISSING = "\u2013"
+CLIENT_BOUND_MARK = "\u2020"
+
+
+@dataclass(frozen=True)
+class Target:
+    """Where a sweep runs and where its results go. `base_url` is None for the embedded
+    simulated endpoint (`simulated`) and when only loading (nothing to reach)."""
+
+    label: str
+    model: str
+    base_url: str | None
+    simulated: bool
+    hardware: str
+    results_dir: Path
+    concurrency: tuple[int, ...]
+    input_len: int
+    output_len: int
+    requests: int | None
+    requests_multiplier: int = 4
+    api: str = "chat"
+    note: str = ""
+
+    @property
+    def folder(self) -> Path:
+        return self.results_dir / self.label
+
+    def sweep_config(self, base_url: str, rerun: bool) -> SweepConfig:
+        from bench.sweep import SweepConfig
+
+        return SweepConfig(base_url=base_url, model=self.model, label=self.label,
+                           concurrency=list(self.concurrency), input_len=self.input_len,
+                           output_len=self.output_len, requests_per_point=self.requests,
+                           requests_multiplier=self.requests_multiplier, api=self.api,
+                           results_dir=self.results_dir, rerun=rerun)
+
+    def describe(self) -> str:
+        where = ("the embedded simulated endpoint" if self.simulated else self.base_url
+                 or "(loading only)")
+        lines = [f"model {self.model!r} at {where}; results in {self.folder}",
+                 f"concurrency {', '.join(map(str, self.concurrency))}; {self.input_len} in / "
+                 f"{self.output_len} out tokens; hardware label: {self.hardware}"]
+        return "\n".join(([f"note: {self.note}"] if self.note else []) + lines)
+
+
+def config_settings(config_file: str | None = None) -> Settings:
+    """The cluster config through Invoke's hierarchy; the runtime file as `inv -f` would take it."""
+    from cluster.config import load as load_config
+
+    return load_config(config_file or os.environ.get("INVOKE_RUNTIME_CONFIG") or None)
+
+
+def _concurrency(value: Any, default: Iterable[int]) -> tuple[int, ...]:
+    """None -> default; 8, "1,2,4" or [1, 2, 4] -> a validated tuple (papermill passes any)."""
+    if value is None or value == "":
+        return tuple(default)
+    text = ",".join(map(str, value)) if isinstance(value, list | tuple) else str(value)
+    from bench.sweep import parse_concurrency
+
+    return tuple(parse_concurrency(text))
+
+
+def _demo_target(results_dir: Path, concurrency: Any, input_len: int | None,
+                 output_len: int | None, requests: int | None, note: str = "") -> Target:
+    return Target(label=DEMO, model=DEMO, base_url=None, simulated=True, hardware=SIM_HARDWARE,
+                  results_dir=results_dir, concurrency=_concurrency(concurrency, DEMO_CONCURRENCY),
+                  input_len=input_len or DEMO_INPUT_LEN, output_len=output_len or DEMO_OUTPUT_LEN,
+                  requests=requests, requests_multiplier=DEMO_REQUESTS_MULTIPLIER, note=note)
+
+
+def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None,
+         input_len: int | None = None, output_len: int | None = None, requests: int | None = None,
+         results_dir: str | Path = "results", run: bool = True, config_file: str | None = None,
+         settings: Settings | None = None) -> Target:
+    """Resolve the notebook's parameters against the config into a `Target`.
+
+    `model` is a name under `models:` (its served name is what the requests carry; results go to
+    `results/<name>/`), "demo", or with an explicit `base_url` any served model name. Loading
+    only (`run=False`) needs no cluster. The config is read as `inv` reads it, `config_file` (or
+    INVOKE_RUNTIME_CONFIG) standing for `inv -f FILE`. Raises cluster.config.ConfigError for an
+    unknown model.
+    """
+    results = Path(results_dir)
+    if model == DEMO:
+        return _demo_target(results, concurrency, input_len, output_len, requests)
+    explicit = base_url not in (None, "", FROM_CONFIG)
+    s = settings if settings is not None else config_settings(config_file)
+    if model in s.models or (run and not explicit):
+        spec = s.model(model)  # raises ConfigError naming the configured models
+        label, served = spec.name, spec.served_name
+    else:
+        label, served = re.sub(r"[^A-Za-z0-9_.-]", "_", model), model
+    if run and not explicit and not s.configured:
+        note = (f"no cluster is configured yet (the config still has placeholders), so the embedded "
+                f"simulated endpoint stands in for {model!r}; results go to {results / DEMO}")
+        return _demo_target(results, concurrency, input_len, output_len, requests, note)
+    if explicit or not run:
+        url = str(base_url) if explicit else None
+    else:
+        from cluster.serving import api_url  # imports the SSH stack: only when about to measure
+
+        url = api_url(s)
+    b = s.bench
+    return Target(label=label, model=served, base_url=url, simulated=False, hardware=s.hardware_label,
+                  results_dir=results, concurrency=_concurrency(concurrency, b.concurrency),
+                  input_len=input_len or b.input_len, output_len=output_len or b.output_len,
+                  requests=requests or b.requests_per_point, api=b.api)
+
+
+def measure(target: Target, rerun: bool = False) -> dict[str, Any]:
+    """Run the sweep (resuming unless `rerun`); the demo always measures afresh on a new endpoint."""
+    from bench.simserver import BackgroundSim, SimConfig
+    from bench.sweep import run_sweep
+
+    if target.simulated:
+        with BackgroundSim(SimConfig(model=target.model, **DEMO_SIM)) as sim:
+            return run_sweep(target.sweep_config(sim.base_url, rerun=True), progress=False)
+    if target.base_url is None:
+        raise ValueError(f"{target.label}: planned for loading only (run=False); nothing to measure")
+    return run_sweep(target.sweep_config(target.base_url, rerun), progress=False)
+
+
+def load(folder: str | Path) -> dict[str, Any]:
+    """results.json of a folder, checked enough to draw; ResultsError says what is wrong."""
+    hint = ("; run the sweep first (`inv report --model NAME` without --load-only, `inv bench`, "
+            "or this notebook with run=True)")
+    try:
+        doc = load_results(folder)
+    except ResultsError as exc:
+        raise ResultsError(f"{exc}{hint}") from None
+    path = Path(folder)
+    if not doc["points"]:
+        raise ResultsError(f"{path} has no finished points yet{hint}")
+    for i, p in enumerate(doc["points"]):
+        if not isinstance(p, dict) or not isinstance(p.get("concurrency"), int) or p["concurrency"] < 1:
+            raise ResultsError(f"{path}: point {i} has no positive integer concurrency; the file is "
+                               "damaged or not from this harness")
+    return doc
+
+
+def is_simulated(doc: dict[str, Any]) -> bool:
+    return "+sim" in str(doc.get("server_version") or "") or doc.get("model") == DEMO
+
+
+def run_view(doc: dict[str, Any], hardware: str) -> plots.Run:
+    """The figures' view of a results document; simulated results get the simulator's label."""
+    simulated = is_simulated(doc)
+    return plots.Run.from_doc(doc, SIM_HARDWARE if simulated else hardware, simulated)
+
+
+def load_runs(names: str | Sequence[str], results_dir: str | Path = "results", config_file: str | None = None,
+              settings: Settings | None = None) -> list[plots.Run]:
+    """Load `results_dir/<name>/results.json` for each name (comma list or sequence)."""
+    wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
+    wanted = [n for n in wanted if n]
+    if len(wanted) < 2:
+        raise ValueError(f"compare needs two or more result folders, got {wanted}")
+    docs = [load(Path(results_dir) / n) for n in wanted]
+    hardware = SIM_HARDWARE
+    if not all(is_simulated(d) for d in docs):
+        hardware = (settings if settings is not None else config_settings(config_file)).hardware_label
+    runs = [run_view(d, hardware) for d in docs]
+    short = [r.name for r in runs]
+    if len(set(short)) < len(short):
+        runs = [dataclasses.replace(r, name=f"{n} ({r.name})") for n, r in zip(wanted, runs, strict=True)]
+    return runs
+
+
+# -- the table -----------------------------------------------------------------------------
+
+# (header, points_frame column, decimals); the blog table, in this order.
+COLUMNS: tuple[tuple[str, str, int], ...] = (
+    ("Output tok/s (all users)", "output_tok_s", 1),
+    ("Tok/s per user (p50)", "decode_tok_s_p50", 1),
+    ("TTFT p50 (ms)", "ttft_p50_ms", 1),
+    ("TTFT p99 (ms)", "ttft_p99_ms", 1),
+    ("TPOT p50 (ms)", "tpot_p50_ms", 2),
+    ("ITL p99 (ms)", "itl_p99_ms", 2),
+    ("Accept. length", "acceptance_length", 2),
+)
+
+
+def _flag(value: Any) -> bool:
+    """True only for a real true flag; None and NaN (not recorded) are not."""
+    return isinstance(value, bool | np.bool_) and bool(value)
+
+
+def _fmt(value: Any, decimals: int) -> str:
+    if value is None or value != value:  # None or NaN: not measured
+        return MISSING
+    return f"{float(value):,.{decimals}f}"
+
+
+def _requests_text(settings: dict[str, Any]) -> str:
+    n = settings.get("requests_per_point")
+    measured = (f"{n}" if n else f"max({settings.get('min_requests', 8)}, "
+                f"{settings.get('requests_multiplier', 4)} \u00d7 C)")
+    warm = settings.get("warmup")
+    return f"{measured} measured requests per point after {'C' if warm is None else warm} warm-up"
+
+
+DEFINITIONS = {
+    "Output tok/s (all users)": "Output tok/s: output tokens of all requests / wall time of the point.",
+    "Tok/s per user (p50)": "Tok/s per user: (N \u2212 1) / (last token \u2212 first token), median over requests.",
+    "TTFT p50 (ms)": "TTFT: request sent to first generated token.",
+    "TPOT p50 (ms)": "TPOT: (last \u2212 first token) / (N \u2212 1).",
+    "ITL p99 (ms)": "ITL: gaps between tokens (a chunk of k tokens gives k gaps of 1/k of its gap).",
+    "Accept. length": "Accept. length: 1 + accepted / drafts (MTP, from the server's counters).",
+    "Failed": "Failed: failed / measured requests.",
+}
+
+
+def parse_header(table: str) -> list[str]:
+    return [c.strip() for c in table.splitlines()[0].strip("|").split("|")]
+
+
+def markdown_table(runs: Sequence[plots.Run]) -> str:
+    """One row per concurrency (and model, when several), numbers rounded for reading."""
+    cols = [c for c in COLUMNS if c[1] != "acceptance_length" or any(r.has(c[1]) for r in runs)]
+    many = len(runs) > 1
+    header = ["Concurrency", *(["Model"] if many else []), *(c[0] for c in cols), "Failed"]
+    rows = []
+    points = sorted({int(c) for r in runs for c in r.frame["concurrency"]})
+    for c in points:
+        for r in runs:
+            match = r.frame[r.frame["concurrency"] == c]
+            if match.empty:
+                continue
+            row = match.iloc[0]
+            mark = f" {CLIENT_BOUND_MARK}" if _flag(row["client_bound"]) else ""
+            failed, ok = int(row["failed"] or 0), int(row["completed"] or 0)
+            rows.append([f"{c}{mark}", *([r.name] if many else []),
+                         *(_fmt(row[col], d) for _, col, d in cols), f"{failed}/{failed + ok}"])
+    align = ["---:", *([":---"] if many else []), *("---:" for _ in cols), "---:"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join(align) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def markdown_report(runs: Sequence[plots.Run]) -> str:
+    """table.md: what was measured where, the table, and what each column means."""
+    out: list[str] = []
+    if any(r.simulated for r in runs):
+        out += [f"> **{plots.SIM_BANNER.capitalize()}.** These numbers come from the simulated "
+                "endpoint (bench.simserver), a test double; do not publish them as results.", ""]
+    for r in runs:
+        settings = r.doc.get("settings") or {}
+        out.append(f"- **{r.model}** on {r.hardware}; vLLM {r.version}; run {r.date}; {r.workload}, "
+                   f"ignore_eos; closed loop, {_requests_text(settings)}.")
+    out += ["", markdown_table(runs), ""]
+    if any(_flag(v) for r in runs for v in r.frame["client_bound"]):
+        out += [f"{CLIENT_BOUND_MARK} The benchmark client's event loop lagged more than "
+                f"{_client_bound_ms(runs)} ms (p99) at this point: latencies may include client delay.", ""]
+    shown = parse_header(markdown_table(runs))
+    out += [" ".join(text for header, text in DEFINITIONS.items() if header in shown)
+            + " Definitions: docs/metrics.md.", ""]
+    return "\n".join(out)
+
+
+def _client_bound_ms(runs: Sequence[plots.Run]) -> str:
+    for r in runs:
+        for p in r.doc.get("points", []):
+            bound = (p.get("client") or {}).get("client_bound_threshold_ms")
+            if bound is not None:
+                return f"{bound:g}"
+    return "2"
+
+
+# -- writing -------------------------------------------------------------------------------
+
+@dataclass
+class Rendered:
+    """What `render_runs` wrote: table.md and, per figure name, its PNG and SVG."""
+
+    folder: Path
+    table: Path
+    markdown: str
+    figures: dict[str, list[Path]] = field(default_factory=dict)
+
+    def pngs(self) -> list[Path]:
+        return [paths[0] for paths in self.figures.values()]
+
+
+def render_runs(runs: Sequence[plots.Run], folder: str | Path) -> Rendered:
+    """Write table.md and every figure that has data; remove figures this data no longer has."""
+    out = Path(folder)
+    out.mkdir(parents=True, exist_ok=True)
+    markdown = markdown_report(runs)
+    table = out / TABLE_FILE
+    table.write_text(markdown)
+    rendered = Rendered(folder=out, table=table, markdown=markdown)
+    for name, draw in plots.FIGURES.items():
+        fig = draw(runs)
+        if fig is None:
+            for stale in (out / f"{name}.png", out / f"{name}.svg"):
+                stale.unlink(missing_ok=True)
+            continue
+        rendered.figures[name] = plots.save(fig, out, name)
+    return rendered
+
+
+def render(doc: dict[str, Any], folder: str | Path, hardware: str) -> Rendered:
+    """table.md and figures for one run, into `folder` (results/<model>/)."""
+    return render_runs([run_view(doc, hardware)], folder)
+
+
+def show(rendered: Rendered) -> None:
+    """Display the table and the figures in the notebook, as written to disk."""
+    from IPython.display import Image, Markdown, display
+
+    display(Markdown(rendered.markdown))
+    for png in rendered.pngs():
+        display(Image(filename=str(png), width=800))
+    print(f"wrote {rendered.table} and {len(rendered.figures)} figures (PNG + SVG) in {rendered.folder}")
+
+
+def execute(notebook: str | Path, output: str | Path, parameters: dict[str, Any],
+            cwd: str | Path | None = None) -> None:
+    """Run a notebook through papermill, the kernel in `cwd` (default: this process's).
+
+    PapermillExecutionError carries the failing cell's exception name and message; the output
+    notebook is written either way, with the traceback in it.
+    """
+    import papermill
+
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    papermill.execute_notebook(str(notebook), str(output), parameters=parameters, progress_bar=False,
+                               cwd=str(cwd) if cwd is not None else None)

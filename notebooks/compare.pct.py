@@ -1,0 +1,28 @@
+# ---
+# jupyter:
+#   kernelspec:
+#     display_name: Python 3
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # Benchmark comparison: two or more models
+#
+# Loads `results/<name>/results.json` for each name and writes into `out_dir` one comparison
+# table (`table.md`) and the bench figures with every model overlaid, as PNG and SVG. Nothing
+# is measured here: run each model's sweep first (`inv report --model NAME`).
+
+# %%
+from bench import report
+
+# %% tags=["parameters"]
+models = "qwen,nemotron"  # result folders under results_dir, comma-separated, in legend order
+results_dir = "results"
+out_dir = "results/compare"  # gets table.md and the figures
+config_file = None  # an Invoke config file, as `inv -f FILE` takes (for the hardware label of measured runs)
+
+# %%
+runs = report.load_runs(models, results_dir, config_file=config_file)
+rendered = report.render_runs(runs, out_dir)
+report.show(rendered)
