@@ -122,21 +122,70 @@ def remove(cluster: Cluster, found: Iterable[Found]) -> None:
 
 
 # -- following logs ---------------------------------------------------------------------------
+ATTACHED, LIVE, ENDED = "@@gx10-attached", "@@gx10-live", "@@gx10-ended"
+ATTACH_HEAD_START_S = 0.5
+
+
 def follow_command(docker: str, container: str, tail: int) -> str:
-    """Wait for the container to exist, stream its log, and mark both moments on stdout."""
+    """Wait for the container to run; attach to its output (live, and reliable up to the last
+    line, where `logs -f` on a `--rm` container can lose the final lines as the container is
+    removed); then print its log so far; then the live output until the container exits. The
+    attach starts first so nothing falls between the two: the overlap is removed by the reader.
+    An attach that ends while the container still runs is made again. `--sig-proxy=false`: a
+    hang-up of this session must never reach the container."""
     d, c = q(docker), q(container)
-    return (
-        f"while ! {d} inspect --type container {c} >/dev/null 2>&1; do sleep 0.5; done; "
-        f"echo {ATTACHED}; {d} logs -f --tail {int(tail)} {c} 2>&1; echo {ENDED}"
-    )
+    running = f'[ "$({d} inspect --type container --format \'{{{{.State.Running}}}}\' {c} 2>/dev/null)" = true ]'
+    attach = f'{d} attach --no-stdin --sig-proxy=false {c} >"$t" 2>&1 & a=$!'
+    return "\n".join([
+        f"until {running}; do sleep 0.5; done",
+        "t=$(mktemp)",
+        "trap 'rm -f \"$t\"' EXIT",
+        attach,
+        f"sleep {ATTACH_HEAD_START_S}",
+        f"echo {ATTACHED}",
+        f"{d} logs --tail {int(tail)} {c} 2>&1",
+        f"echo {LIVE}",
+        'tail -s 0.2 -n +1 -f --pid="$a" "$t"',
+        f"while {running}; do",
+        f'  : >"$t"; {attach}; tail -s 0.2 -n +1 -f --pid="$a" "$t"; sleep 0.5',
+        "done",
+        f"echo {ENDED}",
+    ])
+
+
+class _Overlap:
+    """Drops the live lines that repeat the end of the history (attach ran before `logs`).
+    Live lines are held while they still match a suffix of the history, and released once
+    they cannot be a repeat."""
+
+    def __init__(self, history: list[str]):
+        self.history = history
+        self.starts = list(range(len(history)))  # where in the history the live lines may begin
+        self.held: list[str] = []
+        self.done = not history
+
+    def feed(self, line: str) -> list[str]:
+        """The lines to keep, now that `line` arrived."""
+        if self.done:
+            return [line]
+        i = len(self.held)
+        self.starts = [j for j in self.starts if self.history[j + i] == line]
+        self.held.append(line)
+        if any(j + i + 1 == len(self.history) for j in self.starts):
+            self.done, self.held = True, []  # a complete repeat of the history's end: drop it
+            return []
+        if not self.starts:
+            self.done = True
+            out, self.held = self.held, []
+            return out
+        return []
 
 
 class LogFollower:
     """Streams one node's container log in a thread over its own SSH channel, with a pty so that
-    closing the channel hangs up the remote `docker logs -f`. `attached` is set once the
-    container was seen, `ended` when its log stream ended (the container is gone or stopped).
-    A lost connection is retried (the log is read again from its last `keep` lines, which
-    replace the buffer); the last `keep` lines stay in `lines`."""
+    closing the channel hangs up the remote side. `attached` is set once the container was
+    seen, `ended` when its output ended (the container exited). A lost connection is retried
+    (the history is read again and replaces the buffer); the last `keep` lines stay in `lines`."""
 
     def __init__(self, cluster: Cluster, node: Node, *, keep: int = 1000,
                  on_line: Callable[[str, str], None] | None = None,
@@ -148,6 +197,10 @@ class LogFollower:
         self.ended = threading.Event()
         self.ended_at: float | None = None
         self.on_line, self.on_end = on_line, on_end
+        self._history: list[str] | None = None  # while the history is being read
+        self._attaches = 0
+        self._overlap: _Overlap | None = None
+        self._lock = threading.Lock()
         self._stop = threading.Event()
         self._chan: object | None = None
         self._thread = threading.Thread(target=self._run, name=f"logs-{node.name}", daemon=True)
@@ -167,7 +220,10 @@ class LogFollower:
         self._thread.join(timeout=5)
 
     def snapshot(self) -> list[str]:
-        return list(self.lines)
+        """The lines so far, including live lines still held as a possible repeat."""
+        with self._lock:
+            held = self._overlap.held if self._overlap else []
+            return [*self.lines, *held]
 
     def _run(self) -> None:
         start = time.monotonic()
@@ -210,17 +266,35 @@ class LogFollower:
 
     def _line(self, line: str) -> None:
         if line == ATTACHED:
-            self.lines.clear()
+            self._history = []
+            self._attaches += 1
             self.attached.set()
+        elif line == LIVE and self._history is not None:
+            with self._lock:
+                self.lines.clear()
+                self.lines.extend(self._history)
+                self._overlap = _Overlap(self._history)
+            self._history = None
         elif line == ENDED:
+            with self._lock:
+                if self._overlap:
+                    self.lines.extend(self._overlap.held)
+                    self._overlap.held = []
             self.ended_at = time.monotonic()
             self.ended.set()
             if self.on_end:
                 self.on_end(self.node.name)
-        elif not self.ended.is_set():
-            self.lines.append(line)
-            if self.on_line:
+        elif self._history is not None:
+            self._history.append(line)
+            if self.on_line and self._attaches == 1:  # a reconnect reads the history again
                 self.on_line(self.node.name, line)
+        elif self._overlap is not None:
+            with self._lock:
+                kept = self._overlap.feed(line)
+                self.lines.extend(kept)
+            for k in kept:
+                if self.on_line:
+                    self.on_line(self.node.name, k)
 
 
 # -- `inv logs` -------------------------------------------------------------------------------

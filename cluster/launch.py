@@ -314,6 +314,7 @@ def fmt_duration(seconds: float) -> str:
 
 def explain(lines: list[str], n: int = EXPLAIN_LINES) -> list[str]:
     """The lines that say why: the last error-looking ones and the very last few, in order."""
+    lines = [line for line in lines if line.strip()]
     errors = [i for i, line in enumerate(lines) if ERROR_LINE.search(line)][-(n - 4):]
     picked = sorted(set(errors) | set(range(max(0, len(lines) - 4), len(lines))))
     return [lines[i] for i in picked]
@@ -418,12 +419,12 @@ class _Watch:
         last = health.Probe(health.DOWN, None, "not asked yet")
         while True:
             tick = time.monotonic()
+            self._check_containers()
             self._check_launcher(wait)
             if not wait and self.launcher_done.is_set():
                 self.cluster.say(f"{spec.name} is starting (expected {lo:g}-{hi:g} min to load); "
                                  f"watch it with `inv status` and `inv logs --follow`, stop it with `inv stop`")
                 return Outcome(spec.name, waited=False)
-            self._check_containers()
             if wait:
                 last = health.probe(head.mgmt, s.api_port, "/health", HEALTH_TIMEOUT_S)
                 if last.state == health.READY:
@@ -459,9 +460,10 @@ class _Watch:
             return
         r = self.launcher
         if r is not None and not r.ok:
-            tail = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()][-EXPLAIN_LINES:]
+            tail = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()][-5:]
+            why = r.error or f"exit {r.exit_code}"
             self._fail(LauncherFailed, self.cluster.head.name,
-                       f"the launcher failed on {self.cluster.head.name} ({r.why()})\n  command: {r.command}\n"
+                       f"the launcher failed on {self.cluster.head.name} ({why})\n  command: {r.command}\n"
                        + "\n".join(f"  | {line}" for line in tail))
 
     def _check_containers(self) -> None:
@@ -501,8 +503,7 @@ class _Watch:
         time.sleep(AFTERMATH_S)
         saved = self._save(what)
         lines = [f"launch of {self.spec.name} failed: {what}"]
-        if kind is not LauncherFailed:
-            lines += self._explanations(node)
+        lines += self._explanations(node, own=kind is not LauncherFailed)
         lines.append(f"every node's last log lines are saved in {saved}/")
         if timeout:
             lines.append("the containers were left running: it may still be loading (`inv status`, "
@@ -512,16 +513,17 @@ class _Watch:
                          "`inv stop` removes it")
         raise kind("\n".join(lines), saved=saved, detected_at=detected_at)
 
-    def _explanations(self, node: str) -> list[str]:
+    def _explanations(self, node: str, own: bool) -> list[str]:
+        """The failed node's last lines (`own`), then the error lines other nodes logged."""
         out = []
-        first = self.followers[node].snapshot()
+        first = self.followers[node].snapshot() if own else []
         if first:
             out.append(f"last lines of {node}'s {self.s.container_name} log:")
             out += [f"  | {line}" for line in explain(first)]
-        else:
+        elif own:
             out.append(f"{node}'s container log could not be read before it was gone")
         for other, f in self.followers.items():
-            errors = [line for line in f.snapshot() if ERROR_LINE.search(line)] if other != node else []
+            errors = [line for line in f.snapshot() if ERROR_LINE.search(line)] if other != node or not own else []
             if errors:
                 out.append(f"error lines on {other}:")
                 out += [f"  | {line}" for line in errors[-5:]]

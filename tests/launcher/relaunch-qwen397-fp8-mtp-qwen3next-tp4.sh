@@ -3,7 +3,8 @@
 cd "$(dirname "$0")" || exit 1
 . ./.env
 for n in $(echo "$CLUSTER_NODES" | tr ',' ' '); do
-  if [ "$n" = "$LOCAL_IP" ]; then docker rm -f "$CONTAINER_NAME" >/dev/null 2>&1
-  else ssh -o BatchMode=yes "$n" "docker rm -f $CONTAINER_NAME" >/dev/null 2>&1; fi
+  if [ "$n" = "$LOCAL_IP" ]; then docker rm -f "$CONTAINER_NAME" >/dev/null 2>&1 &
+  else ssh -o BatchMode=yes "$n" "docker rm -f $CONTAINER_NAME" >/dev/null 2>&1 & fi
 done
+wait
 exec ./run-recipe.sh recipes/4x-spark-cluster/qwen3.5-397b-a17b-fp8-mtp.yaml -d --master-port 29510 "$@"
