@@ -61,7 +61,7 @@ def parse_list(node: str, stdout: str, settings: Settings) -> list[Found]:
         name, image, status = cols[0], cols[1], cols[2]
         if name == settings.container_name or normalize_image(image) in images:
             found.append(Found(node, name, image, status))
-    return found
+    return sorted(found, key=lambda f: f.name)
 
 
 @dataclass
@@ -104,8 +104,9 @@ def guess_models(settings: Settings, found: Iterable[Found]) -> list[str]:
 
 
 def remove_command(docker: str, names: Iterable[str]) -> str:
-    """The seed's stop: `docker rm -f` (kills and removes; `--rm` containers would vanish anyway)."""
-    return f"{q(docker)} rm -f " + " ".join(q(n) for n in sorted(set(names)))
+    """The seed's stop: `docker rm -f` (kills and removes; `--rm` containers would vanish anyway).
+    One name per call: podman 4.3 given several names, one of them gone, removes none."""
+    return " && ".join(f"{q(docker)} rm -f {q(n)}" for n in sorted(set(names)))
 
 
 def remove(cluster: Cluster, found: Iterable[Found]) -> None:

@@ -166,20 +166,27 @@ def listening_ports(cluster: Cluster) -> dict[int, str]:
     return ports
 
 
-def port_findings(cluster: Cluster, ports: dict[int, str], serving_up: bool) -> list[Finding]:
-    """`ports` (port -> what it is for) free on the head; held while a model serves is a warning."""
+def port_findings(cluster: Cluster, ports: dict[int, tuple[str, str | None]], serving: Current) -> list[Finding]:
+    """`ports` (port -> what it is for, and the model it belongs to, None: any) free on the head.
+    Held by the model that serves, it is a warning (a launch stops it first); held otherwise it
+    is a failure: something else would collide with the launch (the two master ports are
+    distinct so that two models never share one)."""
     held = listening_ports(cluster)
     head = cluster.head.name
+    up = any(f.running for f in serving.containers)
     out = []
-    for port, what in ports.items():
+    for port, (what, model) in ports.items():
         if port not in held:
             out.append(Finding(what, head, True, f"port {port} is free"))
-        elif serving_up:
+        elif up and (model is None or model == serving.model):
             out.append(Finding(what, head, False, f"port {port} is held by {held[port]} (the serving model)",
                                "inv launch stops the serving model first; or inv stop", blocking=False))
         else:
-            out.append(Finding(what, head, False, f"port {port} is held by {held[port]}, with no serving container",
-                               f"stop that process on {head}, or change the port in the config"))
+            whose = f" while {serving.model} serves" if up and serving.model else ", with no serving container" \
+                if not up else " by something other than the serving model"
+            out.append(Finding(what, head, False, f"port {port} is held by {held[port]}{whose}",
+                               f"stop that process on {head} (inv stop if it is a serving container), "
+                               "or change the port in the config"))
     return out
 
 
@@ -203,11 +210,11 @@ def preflight(cluster: Cluster, spec: ModelSpec | None, facts: dict[str, NodeFac
     findings = container_findings(sv)
     if spec is not None:
         findings = image_findings(s, spec, facts) + weights_findings(cluster, spec, reachable) + findings
-    ports = {s.api_port: "API port"}
+    ports: dict[int, tuple[str, str | None]] = {s.api_port: ("API port", None)}
     for m in ([spec] if spec else list(s.models.values())):
-        ports[m.master_port] = f"{m.name} master port"
+        ports[m.master_port] = (f"{m.name} master port", m.name)
     if facts[s.head.name].reachable:
-        findings += port_findings(cluster, ports, any(f.running for f in sv.all))
+        findings += port_findings(cluster, ports, identify(cluster, sv))
     return findings
 
 
