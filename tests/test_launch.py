@@ -104,7 +104,7 @@ def lab(simcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     sim = simcluster
     base = tmp_path_factory.mktemp("launch")
     cfg = tool_config(sim, base)
-    for model, hf_id in HF.items():
+    for hf_id in HF.values():
         make_model(base / "workspace", hf_id, files=5, big=(200_000,))
     python, pythonpath = node_python()
     nodes = ",".join(sim.nodes[n].fabric for n in sim.node_names)
@@ -142,9 +142,10 @@ def saved_logs(cfg: Path) -> list[Path]:
     return sorted((cfg.parent / "results" / "launch-logs").glob("*"))
 
 
-def test_launch_becomes_healthy_reports_load_time_and_status(env: tuple[Any, Path]) -> None:
+def test_launch_healthy_status_then_the_other_model_replaces_it_everywhere(env: tuple[Any, Path]) -> None:
     sim, cfg = env
     set_recipe(sim, "qwen", load_delay=2)
+    set_recipe(sim, "nemotron", load_delay=1)
     r = inv(cfg, "launch", "--model", "qwen", "--timeout", "2")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "qwen is serving Qwen/Qwen3.5-397B-A17B-FP8" in r.stdout
@@ -160,13 +161,7 @@ def test_launch_becomes_healthy_reports_load_time_and_status(env: tuple[Any, Pat
     assert "health: ready (HTTP 200)" in s.stdout and "vLLM: 0.32.0+sim" in s.stdout
     assert "uptime: 0m" in s.stdout and "ready (launched" in s.stdout
 
-
-def test_second_launch_of_the_other_model_stops_the_first_everywhere(env: tuple[Any, Path]) -> None:
-    sim, cfg = env
-    set_recipe(sim, "qwen", load_delay=1)
-    set_recipe(sim, "nemotron", load_delay=1)
-    assert inv(cfg, "launch", "--model", "qwen", "--timeout", "2").returncode == 0
-    # a container of the first model's image under another name must go too (single tenancy)
+    # the other model: everything of the first goes, also a container of its image under another name
     sim.node_run("w3", "podman run -d --name stray vllm-node-mimo sleep 600", check=True)
     r = inv(cfg, "launch", "--model", "nemotron", "--timeout", "2")
     assert r.returncode == 0, r.stdout + r.stderr
@@ -217,7 +212,7 @@ def test_worker_dying_while_loading_fails_within_seconds_with_its_log(env: tuple
     assert json.loads((saved / "launch.json").read_text())["model"] == "qwen"
 
 
-def test_health_timeout_fails_with_logs_saved_and_leaves_the_cluster(env: tuple[Any, Path]) -> None:
+def test_health_timeout_saves_logs_leaves_the_cluster_then_logs_and_stop(env: tuple[Any, Path]) -> None:
     sim, cfg = env
     set_recipe(sim, "nemotron", load_delay=120)
     r = inv(cfg, "launch", "--model", "nemotron", "--timeout", "0.25")
@@ -228,6 +223,35 @@ def test_health_timeout_fails_with_logs_saved_and_leaves_the_cluster(env: tuple[
     assert {p.name for p in saved.iterdir()} >= {"head.log", "w1.log", "w2.log", "w3.log", "launcher.log"}
     assert "Loading safetensors checkpoint shards" in (saved / "w3.log").read_text()
     assert all(len(found) == 1 for found in containers(sim).values())
+
+    logs = inv(cfg, "logs", "--node", "w1", "--lines", "2")
+    assert logs.returncode == 0, logs.stderr
+    body = logs.stdout.split("== w1: vllm_node, last 2 lines ==\n", 1)[1].splitlines()
+    assert len(body) == 2 and all("RayWorkerWrapper" in line for line in body), logs.stdout
+    follow = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(PROJECT), "-f", str(cfg), "logs", "--follow",
+                               "--node", "head,w3", "--lines", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                              text=True, stdin=subprocess.DEVNULL)
+    time.sleep(4)
+    follow.send_signal(signal.SIGINT)
+    out, _ = follow.communicate(timeout=15)
+    assert follow.returncode == 0 and "[head] http://0.0.0.0:8000" in out
+    w3 = [line for line in out.splitlines() if line.startswith("[w3] ")]
+    assert len(w3) >= 6 and all("Loading safetensors checkpoint shards" in line for line in w3), out  # 5 + new ones
+
+    partial = inv(cfg, "stop", "--node", "w1")
+    assert partial.returncode == 0 and "vllm_node on w1" in partial.stdout and "launch record stays" in partial.stdout
+    assert containers(sim)["w1"] == [] and len(containers(sim)["w2"]) == 1 and record(sim)
+    s = inv(cfg, "stop")
+    assert s.returncode == 0, s.stderr
+    assert "stopping nemotron (by the launch record): vllm_node on head, vllm_node on w2, vllm_node on w3" in s.stdout
+    assert all(found == [] for found in containers(sim).values())
+    assert record(sim) is None
+    time.sleep(1)
+    assert api_listener(sim) is None  # the engine went with the head container
+    again = inv(cfg, "stop")
+    assert again.returncode == 0 and "no serving container on head, w1, w2, w3" in again.stdout
+    gone = inv(cfg, "logs")
+    assert gone.returncode == 1 and "no vllm_node container on head" in gone.stderr
 
 
 def test_engine_dying_while_containers_stay_up_is_noticed(env: tuple[Any, Path]) -> None:
@@ -301,7 +325,7 @@ def test_dry_run_prints_each_hosts_commands_and_changes_nothing(env: tuple[Any, 
     assert " head dry-run " in log and "relaunch-qwen397" in log
 
 
-def test_recipe_path_passes_nodes_and_ports_and_reports_a_failing_launcher(
+def test_recipe_path_reports_a_failing_launcher_then_starts_without_waiting(
         env: tuple[Any, Path], lab: dict[str, Any], tmp_path: Path) -> None:
     sim, _ = env
     models = yaml.safe_load((PROJECT / "cluster" / "defaults.yaml").read_text())["models"]
@@ -319,40 +343,15 @@ def test_recipe_path_passes_nodes_and_ports_and_reports_a_failing_launcher(
     (saved,) = saved_logs(cfg)
     assert "Recipe missing required field" in (saved / "launcher.log").read_text()
 
-
-def test_logs_show_lines_follow_and_stop_leaves_no_container(env: tuple[Any, Path]) -> None:
-    sim, cfg = env
-    set_recipe(sim, "nemotron", load_delay=30)
-    r = inv(cfg, "launch", "--model", "nemotron", "--no-wait")
+    set_recipe(sim, "qwen", load_delay=30)
+    r = inv(cfg, "launch", "--model", "qwen", "--no-wait")
     assert r.returncode == 0, r.stdout + r.stderr
-    assert "nemotron is starting (expected 10-13 min to load)" in r.stdout
-    logs = inv(cfg, "logs", "--node", "w1", "--lines", "2")
-    assert logs.returncode == 0, logs.stderr
-    body = logs.stdout.split("== w1: vllm_node, last 2 lines ==\n", 1)[1].splitlines()
-    assert len(body) == 2 and all("RayWorkerWrapper" in line or "[w1]" in line for line in body), logs.stdout
-    follow = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(PROJECT), "-f", str(cfg), "logs", "--follow",
-                               "--node", "head,w3"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                              stdin=subprocess.DEVNULL)
-    time.sleep(4)
-    follow.send_signal(signal.SIGINT)
-    out, _ = follow.communicate(timeout=15)
-    assert "[head] Ray runtime started" in out and "[w3] (RayWorkerWrapper" in out
-    assert "Loading safetensors checkpoint shards" in out.split("[w3]", 1)[1]
-
-    partial = inv(cfg, "stop", "--node", "w1")
-    assert partial.returncode == 0 and "vllm_node on w1" in partial.stdout and "launch record stays" in partial.stdout
-    assert containers(sim)["w1"] == [] and len(containers(sim)["w2"]) == 1 and record(sim)
-    s = inv(cfg, "stop")
-    assert s.returncode == 0, s.stderr
-    assert "stopping nemotron (by the launch record)" in s.stdout
-    assert all(found == [] for found in containers(sim).values())
-    assert record(sim) is None
-    time.sleep(1)
-    assert api_listener(sim) is None  # the engine went with the head container
-    again = inv(cfg, "stop")
-    assert again.returncode == 0 and "no serving container on head, w1, w2, w3" in again.stdout
-    gone = inv(cfg, "logs")
-    assert gone.returncode == 1 and "no vllm_node container on head" in gone.stderr
+    assert "qwen is starting (expected 10-13 min to load)" in r.stdout
+    env_of = each_node(sim, "podman inspect --format '{{range .Config.Env}}{{println .}}{{end}}' vllm_node")
+    for node, out in env_of.items():
+        assert "MASTER_PORT=29510" in out.stdout.splitlines(), (node, out.stdout)
+    rec = record(sim)
+    assert rec and rec["model"] == "qwen" and "ready_epoch" not in rec
 
 
 def test_doctor_launch_preflight(env: tuple[Any, Path]) -> None:

@@ -219,15 +219,17 @@ def launch_cluster(argv: list[str]) -> int:
             say(f"[{'HEAD' if i == 0 else 'WORKER'}] {node}: Container '{args.name}' is "
                 f"{'RUNNING' if r.returncode == 0 else 'NOT running'}.")
         return 0
-    for w, r in zip(workers, on_nodes([head, *workers], "true")[1:], strict=True):
-        if r.returncode != 0:
+    # one round over ssh: reachability, the image's ID, a running container
+    probe = f"echo OK; docker image inspect --format '{{{{.Id}}}}' {shlex.quote(args.image)}; {is_running} && echo RUNNING"
+    probed = on_nodes(nodes, probe)
+    for w, r in zip(workers, probed[1:], strict=True):
+        if not r.stdout.startswith("OK"):
             say(f"Error: Passwordless SSH to {w} failed.")
             return 1
         say(f"  SSH to {w}: OK")
-    probe = f"docker image inspect --format '{{{{.Id}}}}' {shlex.quote(args.image)}; {is_running} && echo RUNNING"
     ids, running = {}, []
-    for node, r in zip(nodes, on_nodes(nodes, probe), strict=True):
-        out = r.stdout.split()
+    for node, r in zip(nodes, probed, strict=True):
+        out = r.stdout.split()[1:]
         ids[node] = out[0].removeprefix("sha256:") if out and out[0] != "RUNNING" else None
         if "RUNNING" in out:
             running.append(node)
@@ -249,19 +251,17 @@ def launch_cluster(argv: list[str]) -> int:
     log = state / "engine.log"
     log.write_text("")
     say(f"Starting Head Node on {head}...")
-    r = on_node(head, True, f"{run} -e HOST_IP={shlex.quote(head)} -e NODE_NAME=$(hostname) "
-                f"-v {shlex.quote(str(state))}:/standin {shlex.quote(args.image)} sh -c {shlex.quote(HEAD_SCRIPT)}")
-    if r.returncode != 0:
-        say(f"Error: docker run failed on {head}: {r.stderr.strip()}")
-        return 1
-    with ThreadPoolExecutor(max_workers=max(1, len(workers))) as pool:
-        started = list(pool.map(lambda w: on_node(w, False, (
-            f"{run} -e HOST_IP={shlex.quote(w)} -e NODE_NAME=$(hostname) "
-            f"{shlex.quote(args.image)} sh -c {shlex.quote(WORKER_SCRIPT)}")), workers))
-    for w, r in zip(workers, started, strict=True):
+    for w in workers:
         say(f"Starting Worker Node on {w}...")
+    head_run = (f"{run} -e HOST_IP={shlex.quote(head)} -e NODE_NAME=$(hostname) -v {shlex.quote(str(state))}:/standin "
+                f"{shlex.quote(args.image)} sh -c {shlex.quote(HEAD_SCRIPT)}")
+    with ThreadPoolExecutor(max_workers=len(nodes)) as pool:  # the real one goes node by node
+        started = list(pool.map(lambda i: on_node(nodes[i], i == 0, head_run if i == 0 else (
+            f"{run} -e HOST_IP={shlex.quote(nodes[i])} -e NODE_NAME=$(hostname) "
+            f"{shlex.quote(args.image)} sh -c {shlex.quote(WORKER_SCRIPT)}")), range(len(nodes))))
+    for node, r in zip(nodes, started, strict=True):
         if r.returncode != 0:
-            say(f"Error: docker run failed on {w}: {r.stderr.strip()}")
+            say(f"Error: docker run failed on {node}: {r.stderr.strip()}")
             return 1
     say("Waiting for cluster to be ready...")
     for node, r in zip(nodes, on_nodes(nodes, f"docker inspect --format '{{{{.State.Running}}}}' {c}"), strict=True):
