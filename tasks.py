@@ -139,7 +139,8 @@ def clear_weights(c: Context, model: str | None = None, node: str = "all", force
 @task(
     help={
         "model": "Model to serve (a name under `models:`, e.g. qwen, nemotron); whatever serves is stopped first.",
-        "timeout": "Minutes to wait for /health = 200 (default: 1.5 x the model's load_minutes upper bound).",
+        "timeout": "Minutes, from the launcher's start, to wait for /health = 200 (default: 1.5 x the upper "
+                   "bound of the model's load_minutes).",
         "no-wait": "Return once the launcher has started the containers; do not wait for /health.",
         "dry-run": DRY_RUN_HELP,
     }

@@ -211,11 +211,42 @@ def test_engine_dying_while_containers_stay_up_is_noticed(env: tuple[Any, Path])
     assert all(len(found) == 1 for found in containers(sim).values())  # the containers stayed up
 
 
+def test_ctrl_c_while_waiting_leaves_the_cluster_and_says_how_to_stop(env: tuple[Any, Path]) -> None:
+    sim, cfg = env
+    set_recipe(sim, "nemotron", load_delay=120)
+    proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(PROJECT), "-f", str(cfg), "launch",
+                             "--model", "nemotron"], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.monotonic() + 60
+        while api_listener(sim) is None and time.monotonic() < deadline:
+            time.sleep(0.2)
+        proc.send_signal(signal.SIGINT)
+        out, err = proc.communicate(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 130, out + err
+    assert "interrupted after" in err and "the cluster was left as it is; nemotron goes on loading" in err
+    assert "stop it with `inv stop`" in err
+    assert all(len(found) == 1 for found in containers(sim).values())
+    assert api_listener(sim) is not None
+    rec = record(sim)
+    assert rec and rec["model"] == "nemotron"
+
+
 def test_refuses_missing_image_or_weights_with_the_fix_and_changes_nothing(
         env: tuple[Any, Path], lab: dict[str, Any]) -> None:
     sim, cfg = env
     sim.node_run("w1", "podman run -d --name stray vllm-node sleep 600", check=True)
     before = containers(sim, status=False)
+    sim.stop_sshd("w3")
+    try:
+        r = inv(cfg, "launch", "--model", "qwen")
+    finally:
+        sim.start_sshd("w3")
+    assert r.returncode == 1
+    assert "cannot launch, node(s) unreachable:" in r.stderr and f"w3: cannot reach w3 ({sim.nodes['w3'].mgmt})" in r.stderr
     sim.node_run("w3", "podman rmi -f vllm-node-mimo", check=True)
     try:
         r = inv(cfg, "launch", "--model", "qwen")
