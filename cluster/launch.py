@@ -312,13 +312,6 @@ class Outcome:
     ready_at: float | None = None  # time.monotonic() when /health was seen at 200
 
 
-def fmt_duration(seconds: float) -> str:
-    seconds = int(seconds)
-    h, rest = divmod(seconds, 3600)
-    m, s = divmod(rest, 60)
-    return f"{h}h{m:02d}m{s:02d}s" if h else f"{m}m{s:02d}s"
-
-
 def explain(lines: list[str], n: int = EXPLAIN_LINES) -> list[str]:
     """The lines that say why: the last error-looking ones and the very last few, in order."""
     lines = [line for line in lines if line.strip()]
@@ -427,7 +420,7 @@ class _Watch:
         while True:
             tick = time.monotonic()
             self._check_containers()
-            self._check_launcher(wait)
+            self._check_launcher()
             if not wait and self.launcher_done.is_set():
                 self.cluster.say(f"{spec.name} is starting (expected {lo:g}-{hi:g} min to load); "
                                  f"watch it with `inv status` and `inv logs --follow`, stop it with `inv stop`")
@@ -454,12 +447,12 @@ class _Watch:
                                f"(expected {lo:g}-{hi:g} min); last /health: {last.detail}", timeout=True)
                 if tick - last_progress >= PROGRESS_EVERY_S:
                     last_progress = tick
-                    self.cluster.say(f"{spec.name}: {fmt_duration(tick - self.start)} elapsed "
+                    self.cluster.say(f"{spec.name}: {serving.duration(tick - self.start)} elapsed "
                                      f"(expected {lo:g}-{hi:g} min, timeout {self.timeout_s / 60:g} min); "
                                      f"/health: {last.detail}")
             time.sleep(max(0.0, HEALTH_EVERY_S - (time.monotonic() - tick)))
 
-    def _check_launcher(self, wait: bool) -> None:
+    def _check_launcher(self) -> None:
         if not self.launcher_done.is_set():
             if time.monotonic() - self.start > self.timeout_s:
                 self._fail(HealthTimeout, self.cluster.head.name,
@@ -478,11 +471,11 @@ class _Watch:
         for node, f in self.followers.items():
             if f.ended.is_set():
                 self._fail(ContainerExited, node, f"the {name} container on {node} exited while {self.spec.name} "
-                           f"was loading ({fmt_duration((f.ended_at or time.monotonic()) - self.start)} after the start)",
+                           f"was loading ({serving.duration((f.ended_at or time.monotonic()) - self.start)} after the start)",
                            detected_at=f.ended_at)
         for node, when in self.gone.items():
             self._fail(ContainerExited, node, f"the {name} container on {node} is not running "
-                       f"({fmt_duration(when - self.start)} after the start; the launcher had started it)",
+                       f"({serving.duration(when - self.start)} after the start; the launcher had started it)",
                        detected_at=when)
 
     def _ready(self, ready_at: float) -> Outcome:
@@ -499,7 +492,7 @@ class _Watch:
         serving.write_record(self.cluster, self.record)
         self.cluster.ops_log.event(f"launch {spec.name}: healthy after {loaded:.1f} s")
         self.cluster.say(f"{spec.name} is serving {spec.served_name} at http://{head.mgmt}:{s.api_port}/v1 "
-                         f"(vLLM {version or 'version unknown'}): loaded in {fmt_duration(loaded)} "
+                         f"(vLLM {version or 'version unknown'}): loaded in {serving.duration(loaded)} "
                          f"(expected {lo:g}-{hi:g} min)")
         return Outcome(spec.name, waited=True, load_seconds=loaded, version=version, served=ids, ready_at=ready_at)
 
@@ -549,7 +542,7 @@ class _Watch:
         return d
 
     def _interrupted(self) -> LaunchInterrupted:
-        spec, elapsed = self.spec, fmt_duration(time.monotonic() - self.start)
+        spec, elapsed = self.spec, serving.duration(time.monotonic() - self.start)
         if not self.launcher_done.is_set():
             state = "the launcher was still starting the containers (it goes on without us)"
         else:

@@ -102,16 +102,17 @@ class Summary:
         started, ready = rec.get("started_epoch"), rec.get("ready_epoch")
         load = rec.get("load_seconds")
         if isinstance(ready, int | float):
-            loaded = f", loaded in {_ago(load)}" if isinstance(load, int | float) else ""
-            out.append(f"uptime: {_ago(now - ready)} ready (launched {rec.get('started_at')}{loaded})")
+            loaded = f", loaded in {duration(load)}" if isinstance(load, int | float) else ""
+            out.append(f"uptime: {duration(now - ready)} ready (launched {rec.get('started_at')}{loaded})")
         elif isinstance(started, int | float):
-            out.append(f"uptime: launched {_ago(now - started)} ago ({rec.get('started_at')}), not ready yet")
+            out.append(f"uptime: launched {duration(now - started)} ago ({rec.get('started_at')}), not ready yet")
         else:
             out.append("uptime: unknown (no launch record; see the head container's status above)")
         return out
 
 
-def _ago(seconds: float) -> str:
+def duration(seconds: float) -> str:
+    """`1m05s`, `2h03m10s`, `3d04h05m`."""
     seconds = max(0, int(seconds))
     d, rest = divmod(seconds, 86400)
     h, rest = divmod(rest, 3600)
@@ -127,7 +128,7 @@ def summary(cluster: Cluster) -> Summary:
     version = health.version_of(health.get_json(host, port, "/version")) if probe.listening else None
     record = recorded_launch(cluster)
     by_api = next((m.name for m in s.models.values() if m.served_name in served or m.hf_id in served), None)
-    if by_api:
-        return Summary(by_api, "API", probe, version, served, record)
+    if by_api:  # a record of another model is stale: its times would be wrong
+        return Summary(by_api, "API", probe, version, served, record if record and record.get("model") == by_api else None)
     model = record.get("model") if record else None
     return Summary(str(model) if model else None, "launch record" if model else "", probe, version, served, record)
