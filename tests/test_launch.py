@@ -125,7 +125,7 @@ def test_worker_dying_while_loading_fails_within_seconds_with_its_log(env: tuple
                 died.append(time.monotonic())
                 return
             seen = seen or up
-            time.sleep(0.1)
+            time.sleep(0.25)
 
     deadline = time.monotonic() + 60
     with ThreadPoolExecutor(1) as pool:
@@ -164,12 +164,12 @@ def test_health_timeout_saves_logs_leaves_the_cluster_then_logs_and_stop(env: tu
     follow = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(PROJECT), "-f", str(cfg), "logs", "--follow",
                                "--node", "head,w3", "--lines", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, stdin=subprocess.DEVNULL)
-    time.sleep(4)
+    time.sleep(3)
     follow.send_signal(signal.SIGINT)
     out, _ = follow.communicate(timeout=15)
     assert follow.returncode == 0 and "[head] http://0.0.0.0:8000" in out
     w3 = [line for line in out.splitlines() if line.startswith("[w3] ")]
-    assert len(w3) >= 6 and all("Loading safetensors checkpoint shards" in line for line in w3), out  # 5 + new ones
+    assert len(w3) >= 6 and all("Loading safetensors checkpoint shards" in line for line in w3), out  # 5 + live
 
     partial = inv(cfg, "stop", "--node", "w1")
     assert partial.returncode == 0 and "vllm_node on w1" in partial.stdout and "launch record stays" in partial.stdout
