@@ -13,6 +13,7 @@ import json
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
@@ -164,12 +165,21 @@ def test_health_timeout_saves_logs_leaves_the_cluster_then_logs_and_stop(env: tu
     follow = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(PROJECT), "-f", str(cfg), "logs", "--follow",
                                "--node", "head,w3", "--lines", "5"], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                               text=True, stdin=subprocess.DEVNULL)
-    time.sleep(3)
+    lines: list[str] = []
+    stream = follow.stdout
+    assert stream is not None
+    reader = threading.Thread(target=lambda: lines.extend(iter(stream.readline, "")), daemon=True)
+    reader.start()
+    deadline = time.monotonic() + 30
+    while sum(line.startswith("[w3] ") for line in lines) < 6 and time.monotonic() < deadline:
+        time.sleep(0.2)  # the last 5 lines, then at least one new (live) one
     follow.send_signal(signal.SIGINT)
-    out, _ = follow.communicate(timeout=15)
+    follow.wait(timeout=15)
+    reader.join(timeout=5)
+    out = "".join(lines)
     assert follow.returncode == 0 and "[head] http://0.0.0.0:8000" in out
-    w3 = [line for line in out.splitlines() if line.startswith("[w3] ")]
-    assert len(w3) >= 6 and all("Loading safetensors checkpoint shards" in line for line in w3), out  # 5 + live
+    w3 = [line for line in lines if line.startswith("[w3] ")]
+    assert len(w3) >= 6 and all("Loading safetensors checkpoint shards" in line for line in w3), out
 
     partial = inv(cfg, "stop", "--node", "w1")
     assert partial.returncode == 0 and "vllm_node on w1" in partial.stdout and "launch record stays" in partial.stdout
