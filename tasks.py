@@ -13,9 +13,10 @@ from typing import Any
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
+from cluster import containers, serving, weights
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
-from cluster import serving, weights
+from cluster import launch as launch_mod
 from cluster.config import ConfigError, Settings, defaults, from_invoke
 from cluster.remote import Cluster, RemoteError
 from cluster.status import render_status
@@ -32,6 +33,8 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             raise Exit(f"config error: {e}", code=2) from e
         except (RemoteError, weights.WeightsError) as e:
             raise Exit(str(e), code=1) from e
+        except launch_mod.LaunchError as e:
+            raise Exit(str(e), code=e.exit_code) from e
         except KeyboardInterrupt as e:
             raise Exit("interrupted", code=130) from e
 
@@ -54,17 +57,23 @@ def status(c: Context) -> None:
         facts = facts_mod.gather(cl)
         reachable = [f.node for f in facts.values() if f.reachable]
         print(render_status(facts, weights.presence(cl, reachable)))
+        print()
+        print("\n".join(serving.summary(cl).lines()))
 
 
-@task(help={"strict": "Exit non-zero on warnings too, not only on failures."})
+@task(help={"strict": "Exit non-zero on warnings too, not only on failures.",
+            "model": "Also check this model's launch: image on every node with one ID, weights staged."})
 @reports_errors
-def doctor(c: Context, strict: bool = False) -> None:
-    """Preflight: check SSH, host keys, engine, fabric, disk, launcher repo; print each fix."""
-    with cluster(c) as cl:
+def doctor(c: Context, strict: bool = False, model: str | None = None) -> None:
+    """Preflight: SSH, host keys, engine, fabric, disk, launcher repo, ports, stale containers; each fix."""
+    s = settings(c)
+    spec = s.model(model) if model else None
+    with Cluster(s) as cl:
         facts = facts_mod.gather(cl)
         checks = doctor_mod.node_checks(cl, facts)
         if facts[cl.head.name].reachable:
             checks += doctor_mod.head_checks(cl)
+        checks += doctor_mod.launch_checks(cl, spec, facts)
         print(doctor_mod.render_checks(checks))
         bad = doctor_mod.failed(checks)
         warned = [ch for ch in checks if ch.status == doctor_mod.WARN]
@@ -200,5 +209,59 @@ def report(c: Context, model: str | None = None, load_only: bool = False, compar
     print(f"report: {folder}/{bench_report.TABLE_FILE}, figures (PNG, SVG) and the executed notebook {output}")
 
 
-ns = Collection(status, doctor, stage, verify_weights, clear_weights, bench, report)
+
+# -- launch, stop, logs (issue 6) -------------------------------------------------------------
+@task(
+    help={
+        "model": "Model to serve (a name under `models:`, e.g. qwen, nemotron); whatever serves is stopped first.",
+        "timeout": "Minutes, from the launcher's start, to wait for /health = 200 (default: 1.5 x the upper "
+                   "bound of the model's load_minutes).",
+        "no-wait": "Return once the launcher has started the containers; do not wait for /health.",
+        "dry-run": DRY_RUN_HELP,
+    }
+)
+@reports_errors
+def launch(c: Context, model: str | None = None, timeout: str | None = None, no_wait: bool = False,
+           dry_run: bool = False) -> None:
+    """Serve a model: stop what serves, check image and weights, start the launcher, wait for /health."""
+    s = settings(c)
+    spec = s.model(model)
+    try:
+        minutes = float(timeout) if timeout is not None else launch_mod.default_timeout_min(spec)
+    except ValueError:
+        raise Exit(f"--timeout must be a number of minutes, got {timeout!r}", code=2) from None
+    if minutes <= 0:
+        raise Exit(f"--timeout must be positive, got {timeout!r}", code=2)
+    with Cluster(s, dry_run=dry_run) as cl:
+        launch_mod.launch(cl, spec, timeout_s=minutes * 60, wait=not no_wait)
+
+
+@task(help={"node": "Node name(s), comma-separated, or all (default; also removes the launch record).",
+            "dry-run": DRY_RUN_HELP})
+@reports_errors
+def stop(c: Context, node: str = "all", dry_run: bool = False) -> None:
+    """Stop the serving containers (docker rm -f) on every node, or on --node."""
+    s = settings(c)
+    with Cluster(s, dry_run=dry_run) as cl:
+        launch_mod.stop(cl, s.select_nodes(node))
+
+
+@task(help={"node": "Node name(s), comma-separated, or all (default: the head, where the API server logs).",
+            "follow": "Keep streaming new lines (Ctrl-C ends); waits for a container that is not there yet.",
+            "lines": "How many of the last lines to show (default 100)."})
+@reports_errors
+def logs(c: Context, node: str = "head", follow: bool = False, lines: int = 100) -> None:
+    """Show the serving container's log on a node (the launcher's containers are --rm: gone with them)."""
+    s = settings(c)
+    nodes = s.select_nodes(s.head.name if node == "head" else node)
+    with Cluster(s) as cl:
+        if follow:
+            containers.follow_logs(cl, nodes, lines)
+        else:
+            missing = containers.show_logs(cl, nodes, lines)
+            if missing == len(nodes):
+                raise Exit(f"no {s.container_name} container on {', '.join(n.name for n in nodes)}", code=1)
+
+
+ns = Collection(status, doctor, stage, verify_weights, clear_weights, launch, stop, logs, bench, report)
 ns.configure(defaults())

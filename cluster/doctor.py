@@ -6,7 +6,9 @@ from dataclasses import dataclass
 
 from tabulate import tabulate
 
+from .config import ModelSpec
 from .facts import GIB, NodeFacts
+from .launch import preflight
 from .remote import Cluster, q, remote_path
 
 OK, WARN, FAIL = "OK", "WARN", "FAIL"
@@ -92,3 +94,13 @@ def render_checks(checks: list[Check]) -> str:
 
 def failed(checks: list[Check]) -> list[Check]:
     return [c for c in checks if c.status == FAIL]
+
+
+def launch_checks(cluster: Cluster, spec: ModelSpec | None, facts: dict[str, NodeFacts]) -> list[Check]:
+    """The launch preflight: stale containers and ports free on the head; with a model, also its
+    image on every node with one ID and its weights staged."""
+    out = []
+    for f in preflight(cluster, spec, facts):
+        status = OK if f.ok else FAIL if f.blocking else WARN
+        out.append(Check(f.node, f.check, status, f.detail, "" if f.ok else f.fix))
+    return out

@@ -1,0 +1,119 @@
+"""Test-side helpers for the stand-in launcher: install it on the simulated head with the test
+images, reset the cluster to a clean slate, edit recipes, and look at containers and the record.
+
+This file stays on the control node (it is not copied to the head with the rest of the repo).
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+LAUNCHER = Path(__file__).resolve().parent
+PROJECT = LAUNCHER.parent.parent
+REPO = "/root/spark-vllm-docker"  # tests/clustertool.py's cluster.launcher_repo
+RECORD = "/root/.gx10-ops/serving.json"
+RECIPES = {"qwen": "recipes/4x-spark-cluster/qwen3.5-397b-a17b-fp8-mtp.yaml",
+           "nemotron": "recipes/4x-spark-cluster/nemotron-3-ultra-nvfp4.yaml"}
+HF = {"qwen": "Qwen/Qwen3.5-397B-A17B-FP8", "nemotron": "nvidia/NVIDIA-Nemotron-3-Ultra-550B-A55B-NVFP4"}
+IMAGES = {"vllm-node-mimo": "5.0.0", "vllm-node": "4.57.1"}  # image -> transformers it reports
+PRIVATE = ("/root", "/srv", "/run", "/tmp")  # mounted per node: invisible across nodes
+
+
+class NoNodePython(RuntimeError):
+    """No Python the simulated nodes can run with this project importable."""
+
+
+def node_python() -> tuple[str, str]:
+    """(python, PYTHONPATH) for the head. Each node has a private /root, so a venv whose
+    interpreter lives there (pyenv) is replaced by the system Python of the same version with
+    the venv's site-packages on PYTHONPATH."""
+    exe = Path(sys.executable).resolve()
+    site = next(p for p in sys.path if p.endswith("site-packages"))
+    if not str(exe).startswith(PRIVATE):
+        return sys.executable, f"{site}:{PROJECT}"
+    system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
+    if not system.exists():
+        raise NoNodePython(f"no Python the simulated nodes can run ({exe} is under a private mount, "
+                           f"and there is no {system})")
+    return str(system), f"{site}:{PROJECT}"
+
+
+def each_node(sim: Any, cmd: str) -> dict[str, subprocess.CompletedProcess[str]]:
+    with ThreadPoolExecutor(len(sim.node_names)) as pool:
+        return dict(zip(sim.node_names, pool.map(lambda n: sim.node_run(n, cmd), sim.node_names), strict=True))
+
+
+def install(sim: Any) -> None:
+    """Both models' test images on every node (one ID each), the stand-in repo on the head with
+    its `.env` (nodes by fabric address, head first) and `standin.env` (the Python to run)."""
+    python, pythonpath = node_python()
+    for image, transformers in IMAGES.items():
+        sim.build_test_image("head", image, transformers=transformers)
+        sim.distribute_test_image(image)
+    nodes = ",".join(sim.nodes[n].fabric for n in sim.node_names)
+    sim.node_run("head", f"rm -rf {REPO} && cp -r {LAUNCHER} {REPO} && rm -rf {REPO}/__pycache__ {REPO}/harness.py",
+                 check=True)
+    sim.node_run("head", f"cat > {REPO}/.env", check=True, input=(
+        f"CLUSTER_NODES={nodes}\nLOCAL_IP={sim.nodes['head'].fabric}\nCONTAINER_NAME=vllm_node\n"))
+    sim.node_run("head", f"cat > {REPO}/standin.env", check=True,
+                 input=f"PYTHON={python}\nexport PYTHONPATH={pythonpath}\n")
+
+
+def uninstall(sim: Any) -> None:
+    """Remove what `install`, the launches and staging left: containers, images, weights, repo."""
+    reset(sim)
+    each_node(sim, "podman rmi -f " + " ".join(IMAGES) + " >/dev/null 2>&1; rm -rf "
+              + " ".join(f"/srv/models/{h}" for h in HF) + "; true")
+    sim.node_run("head", f"rm -rf {REPO} /root/.gx10-ops /root/.cache/gx10-standin")
+
+
+def containers(sim: Any, status: bool = True) -> dict[str, list[str]]:
+    """node -> `name image [status]` of every container there."""
+    fmt = "{{.Names}} {{.Image}}" + (" {{.Status}}" if status else "")
+    out = each_node(sim, f"podman ps -a --format '{fmt}'")
+    return {n: [line for line in r.stdout.splitlines() if line.strip()] for n, r in out.items()}
+
+
+def record(sim: Any) -> dict[str, Any] | None:
+    r = sim.node_run("head", f"cat {RECORD}")
+    return json.loads(r.stdout) if r.returncode == 0 and r.stdout.strip() else None
+
+
+def api_listener(sim: Any) -> int | None:
+    """The pid holding port 8000 on the head, if any."""
+    out = sim.node_run("head", "ss -Hltnp 'sport = :8000'").stdout
+    if "pid=" not in out:
+        return None
+    return int(out.split("pid=", 1)[1].split(",", 1)[0])
+
+
+def set_recipe(sim: Any, model: str, *, load_delay: float | None = None, env: dict[str, Any] | None = None,
+               drop: str | None = None) -> None:
+    """Write the head's recipe for `model`: the pristine one with these changes."""
+    data = yaml.safe_load((LAUNCHER / RECIPES[model]).read_text())
+    if load_delay is not None:
+        data["defaults"]["load_delay"] = load_delay
+    if env:
+        data["env"] = env
+    if drop:
+        del data[drop]
+    sim.node_run("head", f"cat > {REPO}/{RECIPES[model]}", input=yaml.safe_dump(data), check=True)
+
+
+def reset(sim: Any) -> None:
+    """No serving container anywhere, no launch record, pristine recipes, port 8000 free."""
+    # one name per call: podman 4.3 removes nothing when one of several names is missing
+    each_node(sim, "podman rm -f -t 0 vllm_node >/dev/null 2>&1; podman rm -f -t 0 stray >/dev/null 2>&1; true")
+    sim.node_run("head", f"rm -f {RECORD}; cp {LAUNCHER}/recipes/4x-spark-cluster/*.yaml "
+                 f"{REPO}/recipes/4x-spark-cluster/ 2>/dev/null; true")
+    deadline = time.monotonic() + 10
+    while api_listener(sim) is not None and time.monotonic() < deadline:
+        time.sleep(0.1)
