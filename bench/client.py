@@ -1,18 +1,21 @@
 """One streamed request to vLLM's OpenAI API, timed where the bytes arrive.
 
 Why the timing is done this way: a coroutine that stamps each SSE line when it gets around to
-reading it measures its own event-loop queue as much as the server (at high concurrency the loop
-is busy parsing other streams). Here the connection's protocol stamps every `data_received` call
-(`perf_counter_ns`) together with how many body bytes the response had after it; an event's
-arrival time is the stamp of the read that brought its final byte. All `data_received` callbacks
-of one loop iteration run before any coroutine resumes, so the stamp is close to the kernel's
-arrival time however slow the parsing is. If aiohttp's internals change and the hook cannot be
-installed, stamps fall back to read time and results say `timing_source: "read"`.
+reading it measures its own event-loop queue and its process's turns on a busy CPU as much as
+the server. Here the connection's socket is a `bench.netstamp.StampedSocket`: the kernel stamps
+each received segment, and the connection's protocol records, per read, that stamp together
+with how many body bytes the response had after it; an event's arrival time is the stamp of the
+read that brought its final byte (`timing_source: "kernel"`). Where the kernel gives no stamp
+the protocol's own `data_received` time is used (`"socket"`), and if aiohttp's internals change
+so the hook cannot be installed, the time the event was parsed (`"read"`). Events that share a
+read with a later event carry that later stamp; they are counted per request (`coalesced`).
 
-`t_send` is taken just before the request is handed to aiohttp; the session uses
-`trust_env=False` (no netrc/proxy look-ups in a thread pool per request), keep-alive, a
-connection pool sized to the concurrency (aiohttp's default of 100 would silently cap a sweep),
-no compression, and finite timeouts.
+`t_send` is the start of the socket write that carries the request (the socket notes it), so
+building the request, JSON encoding and waiting for a pooled connection are not server time;
+`t_call` (just before the request is handed to aiohttp) is kept beside it, and the difference is
+the client's own request path. The session uses `trust_env=False` (no netrc/proxy look-ups in a
+thread pool per request), keep-alive, a connection pool sized to the concurrency (aiohttp's
+default of 100 would silently cap a sweep), no compression, and finite timeouts.
 
 Public: `make_session(concurrency, timeouts)`, `Timeouts`, `RequestSpec`, `RequestResult`,
 `send_request(session, base_url, spec)`, `request_metrics(result)`.
@@ -20,8 +23,10 @@ Public: `make_session(concurrency, timeouts)`, `Timeouts`, `RequestSpec`, `Reque
 
 from __future__ import annotations
 
+import asyncio
 import bisect
 import functools
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -30,37 +35,66 @@ from typing import Any
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
+from bench import netstamp
+
+TIMING_KERNEL = "kernel"
 TIMING_SOCKET = "socket"
 TIMING_READ = "read"
+SEND_WRITE = "write"
+SEND_CALL = "call"
+_HAS_SOCKET_FACTORY = "socket_factory" in inspect.signature(aiohttp.TCPConnector).parameters
+
+
+@dataclass
+class _Marks:
+    """Per read of one response body: arrival ns, when the read ran, body bytes so far."""
+
+    arrival: list[int] = field(default_factory=list)
+    read: list[int] = field(default_factory=list)
+    nbytes: list[int] = field(default_factory=list)
+    kernel: bool = True
 
 
 class _StampingHandler(ResponseHandler):
-    """aiohttp's response protocol, plus (arrival ns, body bytes so far) marks per response."""
+    """aiohttp's response protocol, plus `_Marks` for the response being received."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.marks_payload: object | None = None
-        self.marks_t: list[int] = []
-        self.marks_bytes: list[int] = []
+        self.marks = _Marks()
+        self.stamped: netstamp.StampedSocket | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.stamped = netstamp.lookup(transport)
 
     def data_received(self, data: bytes) -> None:
-        t = time.perf_counter_ns()
+        t_read = time.perf_counter_ns()
+        sock = self.stamped
+        t_kernel = sock.rx_kernel_ns if sock is not None else None
+        if sock is not None and sock.rx_read_ns is not None:
+            t_read = sock.rx_read_ns
         super().data_received(data)
         payload = self._payload
         if payload is None:
             return
         if payload is not self.marks_payload:
             self.marks_payload = payload
-            self.marks_t = []
-            self.marks_bytes = []
-        self.marks_t.append(t)
-        self.marks_bytes.append(payload.total_bytes)
+            self.marks = _Marks(kernel=sock is not None)
+        marks = self.marks
+        if t_kernel is None:
+            marks.kernel = False
+        marks.arrival.append(t_read if t_kernel is None else t_kernel)
+        marks.read.append(t_read)
+        marks.nbytes.append(payload.total_bytes)
 
 
 class _StampingConnector(aiohttp.TCPConnector):
-    """A TCPConnector whose connections use `_StampingHandler`."""
+    """A TCPConnector whose connections are `StampedSocket`s under a `_StampingHandler`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if _HAS_SOCKET_FACTORY:
+            kwargs["socket_factory"] = netstamp.stamped_socket
         super().__init__(*args, **kwargs)
         if hasattr(self, "_factory"):
             self._factory = functools.partial(  # type: ignore[assignment]
@@ -124,18 +158,30 @@ class RequestSpec:
 
 @dataclass
 class RequestResult:
-    """Raw timings (perf_counter_ns) and counts of one request; metrics derive from these."""
+    """Raw timings (perf_counter_ns) and counts of one request; metrics derive from these.
+
+    `t_send_ns` is the start of the request's socket write (`send_source: "write"`), or, where
+    that is unknown, `t_call_ns` (`"call"`). `t_first_read_ns` and `t_first_parse_ns` are when
+    the first content event's bytes were read by this process and when it was parsed;
+    `read_lag_ns` is read minus arrival per content event: how late this process got to them.
+    """
 
     rid: str
     t_send_ns: int
+    t_call_ns: int | None = None
+    send_source: str = SEND_CALL
     t_intended_ns: int | None = None
     ok: bool = False
     error_kind: str | None = None
     error: str | None = None
     t_first_ns: int | None = None
+    t_first_read_ns: int | None = None
+    t_first_parse_ns: int | None = None
     t_last_ns: int | None = None
     t_end_ns: int | None = None
     chunk_t_ns: list[int] = field(default_factory=list)
+    read_lag_ns: list[int] = field(default_factory=list)
+    coalesced: int = 0
     chunk_tokens: list[int] = field(default_factory=list)
     prompt_tokens: int | None = None
     output_tokens: int | None = None
@@ -175,11 +221,17 @@ async def send_request(session: aiohttp.ClientSession, base_url: str,
     body = json.dumps(spec.body()).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": spec.rid}
     url = base_url.rstrip("/") + spec.path()
-    t_send = time.perf_counter_ns()
-    res = RequestResult(rid=spec.rid, t_send_ns=t_send)
+    t_call = time.perf_counter_ns()
+    res = RequestResult(rid=spec.rid, t_send_ns=t_call, t_call_ns=t_call)
     got_done = False
     try:
         async with session.post(url, data=body, headers=headers) as resp:
+            proto = resp.connection.protocol if resp.connection is not None else None
+            sock = proto.stamped if isinstance(proto, _StampingHandler) else None
+            # The connection was ours alone since before t_call, and its previous response was
+            # read to the end, so the first write after that read is this request's.
+            if sock is not None and sock.tx_start_ns is not None and sock.tx_start_ns >= t_call:
+                res.t_send_ns, res.send_source = sock.tx_start_ns, SEND_WRITE
             if resp.status != 200:
                 text = (await resp.text())[:200]
                 res.error_kind = f"http_{resp.status}"
@@ -216,82 +268,97 @@ async def send_request(session: aiohttp.ClientSession, base_url: str,
 async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult) -> bool:
     """Parse SSE lines as they arrive; returns True when `data: [DONE]` was seen."""
     proto = resp.connection.protocol if resp.connection is not None else None
-    marks: tuple[list[int], list[int]] | None = None
+    marks: _Marks | None = None
     if isinstance(proto, _StampingHandler) and proto.marks_payload is resp.content:
-        # Keep these list objects: the protocol starts new ones for the next response on this
+        # Keep this object: the protocol starts a new one for the next response on this
         # connection, which may arrive before this coroutine has parsed its last bytes.
-        marks = (proto.marks_t, proto.marks_bytes)
-    res.timing_source = TIMING_SOCKET if marks is not None else TIMING_READ
+        marks = proto.marks
+    prev_mark = -1
     buf = b""
     consumed = 0  # body bytes before buf[0]
     prev_usage = 0
     pending = 0  # tokens reported by usage on chunks without content, owed to the next chunk
     first_ids_seen = False
-    while True:
-        data = await resp.content.readany()
-        if not data:
-            return False
-        t_read = time.perf_counter_ns()
-        buf += data
+    unmarked = False
+    try:
         while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                break
-            line = buf[:nl].rstrip(b"\r")
-            end = consumed + nl + 1
-            buf = buf[nl + 1:]
-            consumed = end
-            if not line.startswith(b"data:"):
-                continue
-            payload = line[5:].strip()
-            if payload == b"[DONE]":
-                return True
-            t = _arrival(marks, end, t_read)
-            try:
-                obj = json.loads(payload)
-            except ValueError as exc:
-                raise _Malformed(f"event is not JSON: {payload[:60]!r}") from exc
-            if not isinstance(obj, dict):
-                raise _Malformed("event is not a JSON object")
-            if "error" in obj and "choices" not in obj:
-                raise _Malformed(f"error event: {str(obj['error'])[:120]}")
-            has, ids = _content_of(obj)
-            usage = obj.get("usage")
-            n_usage: int | None = None
-            if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
-                total = int(usage["completion_tokens"])
-                n_usage = total - prev_usage
-                prev_usage = total
-                res.output_tokens = total
-                if usage.get("prompt_tokens") is not None:
-                    res.prompt_tokens = int(usage["prompt_tokens"])
-            if has:
-                if res.t_first_ns is None:
-                    res.t_first_ns = t
-                res.t_last_ns = t
-                res.chunk_t_ns.append(t)
-                if n_usage is not None:
-                    res.chunk_tokens.append(n_usage + pending)
-                    pending = 0
-                    res.tokens_source = res.tokens_source or "usage"
-                elif ids is not None:
-                    first_ids_seen = True
-                    res.chunk_tokens.append(ids)
-                else:
-                    res.chunk_tokens.append(-1)
-            elif n_usage:
-                pending += n_usage
-            if first_ids_seen and res.tokens_source is None:
-                res.tokens_source = "token_ids"
+            data = await resp.content.readany()
+            if not data:
+                return False
+            t_read = time.perf_counter_ns()
+            buf += data
+            while True:
+                nl = buf.find(b"\n")
+                if nl < 0:
+                    break
+                line = buf[:nl].rstrip(b"\r")
+                end = consumed + nl + 1
+                buf = buf[nl + 1:]
+                consumed = end
+                if not line.startswith(b"data:"):
+                    continue
+                payload = line[5:].strip()
+                if payload == b"[DONE]":
+                    return True
+                mark = _mark_of(marks, end)
+                try:
+                    obj = json.loads(payload)
+                except ValueError as exc:
+                    raise _Malformed(f"event is not JSON: {payload[:60]!r}") from exc
+                if not isinstance(obj, dict):
+                    raise _Malformed("event is not a JSON object")
+                if "error" in obj and "choices" not in obj:
+                    raise _Malformed(f"error event: {str(obj['error'])[:120]}")
+                has, ids = _content_of(obj)
+                usage = obj.get("usage")
+                n_usage: int | None = None
+                if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+                    total = int(usage["completion_tokens"])
+                    n_usage = total - prev_usage
+                    prev_usage = total
+                    res.output_tokens = total
+                    if usage.get("prompt_tokens") is not None:
+                        res.prompt_tokens = int(usage["prompt_tokens"])
+                if has:
+                    if mark is None or marks is None:
+                        t = t_got = t_read
+                        unmarked = True
+                    else:
+                        t, t_got = marks.arrival[mark], marks.read[mark]
+                    if mark is not None and mark == prev_mark:
+                        res.coalesced += 1
+                    prev_mark = -1 if mark is None else mark
+                    if res.t_first_ns is None:
+                        res.t_first_ns = t
+                        res.t_first_read_ns = t_got
+                        res.t_first_parse_ns = time.perf_counter_ns()
+                    res.read_lag_ns.append(t_got - t)
+                    res.t_last_ns = t
+                    res.chunk_t_ns.append(t)
+                    if n_usage is not None:
+                        res.chunk_tokens.append(n_usage + pending)
+                        pending = 0
+                        res.tokens_source = res.tokens_source or "usage"
+                    elif ids is not None:
+                        first_ids_seen = True
+                        res.chunk_tokens.append(ids)
+                    else:
+                        res.chunk_tokens.append(-1)
+                elif n_usage:
+                    pending += n_usage
+                if first_ids_seen and res.tokens_source is None:
+                    res.tokens_source = "token_ids"
+    finally:
+        res.timing_source = (TIMING_READ if marks is None or unmarked else
+                             TIMING_KERNEL if marks.kernel else TIMING_SOCKET)
 
 
-def _arrival(marks: tuple[list[int], list[int]] | None, end: int, fallback: int) -> int:
-    """Stamp of the socket read that brought body byte number `end`, else `fallback`."""
+def _mark_of(marks: _Marks | None, end: int) -> int | None:
+    """Index of the read that brought body byte number `end`, if it was marked."""
     if marks is None:
-        return fallback
-    times, sizes = marks
-    i = bisect.bisect_left(sizes, end)
-    return times[i] if i < len(times) else fallback
+        return None
+    i = bisect.bisect_left(marks.nbytes, end)
+    return i if i < len(marks.nbytes) else None
 
 
 def _settle_token_counts(res: RequestResult) -> None:

@@ -15,10 +15,16 @@ admitted request its first token and every decoding request `1 + accepted` token
 `spec_accept` (seeded RNG), so chunks carry several tokens. Steps end at absolute deadlines so the
 schedule does not drift.
 
-Truth: every chunk's actual send time (`time.perf_counter_ns()`, taken just before the bytes are
-handed to the socket; CLOCK_MONOTONIC, so comparable across processes on one Linux host) and token
-count is recorded per request, keyed by the client's `X-Request-Id` header. In process read
-`SimServer.truth`; out of process `GET /sim/truth`.
+Truth, per request keyed by the client's `X-Request-Id` header (clock: `time.perf_counter_ns()`,
+CLOCK_MONOTONIC, so comparable across processes on one Linux host): `t_recv_ns`, when the
+request's last byte arrived (the kernel's receive stamp of the socket read that completed it,
+see `bench.netstamp`; `recv_source` says "kernel", or "read" where the kernel gave none), with
+`t_read_ns` (when this server's loop read it) and `t_handler_ns` (when the handler began) beside
+it, so the server's own queueing is visible; and per chunk `[t_sent, tokens, kind, t_write]`,
+where `t_sent` is taken after the write returned (the bytes are in the kernel) and `t_write`
+just before it started: what the server did, not what it planned. `queued_writes` counts writes
+that the transport had to buffer (then `t_sent` is early; on loopback it stays 0). In process
+read `SimServer.truth`; out of process `GET /sim/truth`.
 
 Faults: `fail_every` (every Nth request answers HTTP `fail_status`), `cut_every` (the stream is
 cut after `fault_after_tokens` tokens), `stall_every` (the stream stops for `stall_s`),
@@ -47,6 +53,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from bench import netstamp
 
 WORDS = (
     "the of and to in is it that for on was with as at by be this from or an are not have "
@@ -196,9 +204,10 @@ class SimServer:
         self._engine_task = asyncio.create_task(self._engine())
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        sock = netstamp.listening_socket(self.host, self.port, backlog=1024)
+        site = web.SockSite(self._runner, sock, backlog=1024)
         await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self.port = int(sock.getsockname()[1])
         self.base_url = f"http://{self.host}:{self.port}"
         return self.base_url
 
@@ -337,13 +346,18 @@ class SimServer:
         return await self._generate(request, chat=True)
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
-        t_recv = time.perf_counter_ns()
+        t_handler = time.perf_counter_ns()
         if not self._loaded():
             return self._error(503, "model is loading", "ServiceUnavailableError")
         try:
             body = await request.json()
         except json.JSONDecodeError:
             return self._error(400, "body is not JSON")
+        # The body is read whole and HTTP/1.1 clients do not pipeline, so the latest read on
+        # this connection brought the request's last byte.
+        sock = netstamp.lookup(request.transport)
+        t_read = sock.rx_read_ns if sock is not None else None
+        t_kernel = sock.rx_kernel_ns if sock is not None else None
         if body.get("model") != self.cfg.model:
             return self._error(404, f"The model `{body.get('model')}` does not exist.",
                                "NotFoundError")
@@ -360,9 +374,12 @@ class SimServer:
         self._arrivals += 1
         nth = self._arrivals
         rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        record: dict[str, Any] = {"t_recv_ns": t_recv, "prompt_tokens": prompt_tokens,
-                                  "max_tokens": max_tokens, "chunks": [], "status": 200,
-                                  "fault": None}
+        record: dict[str, Any] = {
+            "t_recv_ns": t_kernel or t_read or t_handler,
+            "recv_source": "kernel" if t_kernel else "read" if t_read else "handler",
+            "t_read_ns": t_read, "t_handler_ns": t_handler, "prompt_tokens": prompt_tokens,
+            "max_tokens": max_tokens, "chunks": [], "queued_writes": 0, "status": 200,
+            "fault": None}
         if self.cfg.record_truth:
             self.truth[rid] = record
 
@@ -429,8 +446,11 @@ class SimServer:
                     "completion_tokens": done}
 
         async def send(payload: bytes, n: int, kind: str) -> None:
-            chunks.append([time.perf_counter_ns(), n, kind])
+            t_write = time.perf_counter_ns()
             await resp.write(payload)
+            chunks.append([time.perf_counter_ns(), n, kind, t_write])
+            if request.transport is not None and request.transport.get_write_buffer_size():
+                record["queued_writes"] += 1
 
         def event(obj: dict[str, Any]) -> bytes:
             return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"

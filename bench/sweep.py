@@ -322,13 +322,19 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
     point["server"] = server
     dispatch = [(r.t_send_ns - r.t_intended_ns) / 1e6 for r in measured
                 if r.t_intended_ns is not None]
+    request_path = [(r.t_send_ns - r.t_call_ns) / 1e6 for r in measured
+                    if r.t_call_ns is not None and r.send_source == client.SEND_WRITE]
     loop_lag = summarize(lag.lags_ms)
     dispatch_s = summarize(dispatch)
     p99s = [v for v in (loop_lag["p99"], dispatch_s["p99"]) if v is not None]
+    ok = [r for r in measured if r.ok]
     point["client"] = {
         "cpu_pct": round(100 * cpu / wall, 1) if wall > 0 else None,
         "loop_lag_ms": loop_lag,
         "dispatch_lag_ms": dispatch_s,
+        "request_path_ms": summarize(request_path),
+        "read_lag_ms": summarize([lag / 1e6 for r in ok for lag in r.read_lag_ns]),
+        "coalesced_events": sum(r.coalesced for r in ok),
         "client_bound": bool(p99s and max(p99s) > LOOP_LAG_BOUND_MS),
         "client_bound_threshold_ms": LOOP_LAG_BOUND_MS,
     }
@@ -397,11 +403,14 @@ def _request_row(r: client.RequestResult, c: int, i: int, warm: bool,
     row: dict[str, Any] = {
         "concurrency": c, "index": i, "rid": r.rid, "warmup": warm, "ok": r.ok,
         "error_kind": r.error_kind, "error": r.error,
-        "t_intended_s": _rel_s(r.t_intended_ns, t0), "t_send_s": _rel_s(r.t_send_ns, t0),
-        "t_first_s": _rel_s(r.t_first_ns, t0), "t_last_s": _rel_s(r.t_last_ns, t0),
-        "t_end_s": _rel_s(r.t_end_ns, t0),
+        "t_intended_s": _rel_s(r.t_intended_ns, t0), "t_call_s": _rel_s(r.t_call_ns, t0),
+        "t_send_s": _rel_s(r.t_send_ns, t0), "send_source": r.send_source,
+        "t_first_s": _rel_s(r.t_first_ns, t0), "t_first_read_s": _rel_s(r.t_first_read_ns, t0),
+        "t_first_parse_s": _rel_s(r.t_first_parse_ns, t0),
+        "t_last_s": _rel_s(r.t_last_ns, t0), "t_end_s": _rel_s(r.t_end_ns, t0),
         "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens,
         "tokens_source": r.tokens_source, "timing_source": r.timing_source,
+        "coalesced": r.coalesced,
         "chunk_t_s": [_rel_s(t, t0) for t in r.chunk_t_ns],
         "chunk_tokens": r.chunk_tokens,
     }
