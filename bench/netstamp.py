@@ -14,8 +14,11 @@ after a read, which on an HTTP/1.1 connection (no pipelining) is the start of a 
 `accept` returns `StampedSocket`s, so a listening `StampedSocket` stamps every connection.
 `lookup(transport)` finds the `StampedSocket` behind an asyncio transport.
 
-Limits: one read that brings several segments carries the stamp of the last one (callers can
-count such reads); TLS transports read with `recv_into` and get no stamps.
+Limits: bytes that queued up before a read share one stamp, the newest: the read reports the
+stamp of the last segment it consumed, and TCP merges small segments that wait in the receive
+queue into one, keeping the newer stamp (so reading in smaller pieces does not help). A process
+that reads promptly sees one message per read; callers count the messages that shared a read.
+TLS transports read with `recv_into` and get no stamps.
 """
 
 from __future__ import annotations
