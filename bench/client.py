@@ -94,7 +94,7 @@ class _StampingConnector(aiohttp.TCPConnector):
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         if _HAS_SOCKET_FACTORY:
-            kwargs["socket_factory"] = netstamp.stamped_socket
+            kwargs["socket_factory"] = netstamp.client_socket
         super().__init__(*args, **kwargs)
         if hasattr(self, "_factory"):
             self._factory = functools.partial(  # type: ignore[assignment]

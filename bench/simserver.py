@@ -20,11 +20,13 @@ CLOCK_MONOTONIC, so comparable across processes on one Linux host): `t_recv_ns`,
 request's last byte arrived (the kernel's receive stamp of the socket read that completed it,
 see `bench.netstamp`; `recv_source` says "kernel", or "read" where the kernel gave none), with
 `t_read_ns` (when this server's loop read it) and `t_handler_ns` (when the handler began) beside
-it, so the server's own queueing is visible; and per chunk `[t_sent, tokens, kind, t_write]`,
-where `t_sent` is taken after the write returned (the bytes are in the kernel) and `t_write`
-just before it started: what the server did, not what it planned. `queued_writes` counts writes
-that the transport had to buffer (then `t_sent` is early; on loopback it stays 0). In process
-read `SimServer.truth`; out of process `GET /sim/truth`.
+it, so the server's own queueing is visible; and per chunk `[t_sent, tokens, kind, t_write,
+t_returned]`: `t_sent` is the kernel's stamp of the chunk's bytes leaving the socket
+(`send_source: "kernel"`; where there is none, `t_returned` and `"write"`), `t_write` is taken
+just before the write started and `t_returned` after it returned. What the server did, not what
+it planned. `queued_writes` counts writes that the transport had to buffer (sent later, so they
+fall back to `t_returned`; on loopback it stays 0). In process read `SimServer.truth`; out of
+process `GET /sim/truth`.
 
 Faults: `fail_every` (every Nth request answers HTTP `fail_status`), `cut_every` (the stream is
 cut after `fault_after_tokens` tokens), `stall_every` (the stream stops for `stall_s`),
@@ -445,12 +447,20 @@ class SimServer:
             return {"prompt_tokens": req.prompt_tokens, "total_tokens": req.prompt_tokens + done,
                     "completion_tokens": done}
 
+        transport = request.transport
+        sock = netstamp.lookup(transport)
+        record["send_source"] = "kernel"
+
         async def send(payload: bytes, n: int, kind: str) -> None:
             t_write = time.perf_counter_ns()
             await resp.write(payload)
-            chunks.append([time.perf_counter_ns(), n, kind, t_write])
-            if request.transport is not None and request.transport.get_write_buffer_size():
-                record["queued_writes"] += 1
+            t_returned = time.perf_counter_ns()
+            queued = transport is not None and transport.get_write_buffer_size() > 0
+            record["queued_writes"] += queued
+            stamp = None if sock is None or queued else sock.sent_stamp(sock.tx_bytes)
+            if stamp is None:
+                record["send_source"] = "write"
+            chunks.append([t_returned if stamp is None else stamp, n, kind, t_write, t_returned])
 
         def event(obj: dict[str, Any]) -> bytes:
             return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
@@ -537,6 +547,11 @@ class BackgroundSim:
         fut = asyncio.run_coroutine_threadsafe(self.server.start(), self._loop)
         self.base_url = fut.result(timeout=30)
         return self.base_url
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs on (in its own thread)."""
+        return self._loop
 
     def truth(self) -> dict[str, dict[str, Any]]:
         async def copy() -> dict[str, dict[str, Any]]:
