@@ -24,7 +24,6 @@ Public: `make_session(concurrency, timeouts)`, `Timeouts`, `RequestSpec`, `Reque
 from __future__ import annotations
 
 import asyncio
-import bisect
 import functools
 import inspect
 import json
@@ -56,25 +55,33 @@ class _Marks:
 
 
 class _StampingHandler(ResponseHandler):
-    """aiohttp's response protocol, plus `_Marks` for the response being received."""
+    """aiohttp's response protocol that hands each read's body bytes, with the read's stamps, to
+    the response's `_EventParser` once one is attached, and keeps `_Marks` until then."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.marks_payload: object | None = None
         self.marks = _Marks()
         self.stamped: netstamp.StampedSocket | None = None
+        self.events: _EventParser | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)
         self.stamped = netstamp.lookup(transport)
 
     def data_received(self, data: bytes) -> None:
+        if not data:  # aiohttp resuming its parser after a pause; nothing arrived
+            super().data_received(data)
+            return
         t_read = time.perf_counter_ns()
         sock = self.stamped
         t_kernel = sock.rx_kernel_ns if sock is not None else None
         if sock is not None and sock.rx_read_ns is not None:
             t_read = sock.rx_read_ns
         super().data_received(data)
+        if self.events is not None:
+            self.events.pump(t_kernel, t_read)
+            return
         payload = self._payload
         if payload is None:
             return
@@ -265,100 +272,145 @@ async def send_request(session: aiohttp.ClientSession, base_url: str,
     return res
 
 
+class _EventParser:
+    """Parses one response's server-sent events as their bytes arrive, stamping each event with
+    the arrival of the read that brought its last byte. Fed from the protocol's `data_received`
+    (no task wake-up per event, which at high concurrency is a large part of the client's CPU),
+    or, where the protocol is not ours, from the reading coroutine."""
+
+    def __init__(self, res: RequestResult, payload: aiohttp.StreamReader,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.res = res
+        self.payload = payload
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self.got_done = False
+        self.kernel = True
+        self._buf = b""
+        self._prev_usage = 0
+        self._pending = 0  # tokens reported by usage on chunks without content, owed to the next
+        self._ids_seen = False
+        self._pumping = False
+
+    def pump(self, t_kernel: int | None, t_read: int) -> None:
+        """Parse what the payload holds now; its last byte came with this read."""
+        # Reading the payload can make aiohttp resume its parser, which calls back into the
+        # protocol; the outer call picks up whatever that added.
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self.finished.done() and self.payload.exception() is None:
+                data = self.payload.read_nowait()
+                if not data:
+                    return
+                self.feed(data, t_kernel, t_read)
+        finally:
+            self._pumping = False
+
+    def feed(self, data: bytes, t_kernel: int | None, t_read: int) -> None:
+        if self.finished.done():
+            return
+        if t_kernel is None:
+            self.kernel = False
+        lines = (self._buf + data).split(b"\n")
+        self._buf = lines.pop()
+        try:
+            self._parse(lines, t_read if t_kernel is None else t_kernel, t_read)
+        except _Malformed as exc:
+            self.finished.set_exception(exc)
+
+    def _parse(self, lines: list[bytes], t: int, t_read: int) -> None:
+        res = self.res
+        contents = 0
+        for raw in lines:
+            if not raw.startswith(b"data:"):
+                continue
+            payload = raw[5:].strip()
+            if payload == b"[DONE]":
+                self.got_done = True
+                self.finished.set_result(None)
+                return
+            try:
+                obj = json.loads(payload)
+            except ValueError as exc:
+                raise _Malformed(f"event is not JSON: {payload[:60]!r}") from exc
+            if not isinstance(obj, dict):
+                raise _Malformed("event is not a JSON object")
+            if "error" in obj and "choices" not in obj:
+                raise _Malformed(f"error event: {str(obj['error'])[:120]}")
+            has, ids = _content_of(obj)
+            usage = obj.get("usage")
+            n_usage: int | None = None
+            if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
+                total = int(usage["completion_tokens"])
+                n_usage = total - self._prev_usage
+                self._prev_usage = total
+                res.output_tokens = total
+                if usage.get("prompt_tokens") is not None:
+                    res.prompt_tokens = int(usage["prompt_tokens"])
+            if has:
+                contents += 1
+                if contents > 1:
+                    res.coalesced += 1  # the previous content event shares this read's stamp
+                if res.t_first_ns is None:
+                    res.t_first_ns = t
+                    res.t_first_read_ns = t_read
+                    res.t_first_parse_ns = time.perf_counter_ns()
+                res.read_lag_ns.append(t_read - t)
+                res.t_last_ns = t
+                res.chunk_t_ns.append(t)
+                if n_usage is not None:
+                    res.chunk_tokens.append(n_usage + self._pending)
+                    self._pending = 0
+                    res.tokens_source = res.tokens_source or "usage"
+                elif ids is not None:
+                    self._ids_seen = True
+                    res.chunk_tokens.append(ids)
+                else:
+                    res.chunk_tokens.append(-1)
+            elif n_usage:
+                self._pending += n_usage
+            if self._ids_seen and res.tokens_source is None:
+                res.tokens_source = "token_ids"
+
+
 async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult) -> bool:
-    """Parse SSE lines as they arrive; returns True when `data: [DONE]` was seen."""
+    """Parse the event stream; returns True when `data: [DONE]` was seen."""
     proto = resp.connection.protocol if resp.connection is not None else None
-    marks: _Marks | None = None
-    if isinstance(proto, _StampingHandler) and proto.marks_payload is resp.content:
-        # Keep this object: the protocol starts a new one for the next response on this
-        # connection, which may arrive before this coroutine has parsed its last bytes.
-        marks = proto.marks
-    prev_mark = -1
-    buf = b""
-    consumed = 0  # body bytes before buf[0]
-    prev_usage = 0
-    pending = 0  # tokens reported by usage on chunks without content, owed to the next chunk
-    first_ids_seen = False
-    unmarked = False
-    try:
-        while True:
+    parser = _EventParser(res, resp.content, asyncio.get_running_loop())
+    if not isinstance(proto, _StampingHandler) or proto.marks_payload is not resp.content:
+        res.timing_source = TIMING_READ
+        while not parser.finished.done():
             data = await resp.content.readany()
             if not data:
                 return False
             t_read = time.perf_counter_ns()
-            buf += data
-            while True:
-                nl = buf.find(b"\n")
-                if nl < 0:
-                    break
-                line = buf[:nl].rstrip(b"\r")
-                end = consumed + nl + 1
-                buf = buf[nl + 1:]
-                consumed = end
-                if not line.startswith(b"data:"):
-                    continue
-                payload = line[5:].strip()
-                if payload == b"[DONE]":
-                    return True
-                mark = _mark_of(marks, end)
-                try:
-                    obj = json.loads(payload)
-                except ValueError as exc:
-                    raise _Malformed(f"event is not JSON: {payload[:60]!r}") from exc
-                if not isinstance(obj, dict):
-                    raise _Malformed("event is not a JSON object")
-                if "error" in obj and "choices" not in obj:
-                    raise _Malformed(f"error event: {str(obj['error'])[:120]}")
-                has, ids = _content_of(obj)
-                usage = obj.get("usage")
-                n_usage: int | None = None
-                if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
-                    total = int(usage["completion_tokens"])
-                    n_usage = total - prev_usage
-                    prev_usage = total
-                    res.output_tokens = total
-                    if usage.get("prompt_tokens") is not None:
-                        res.prompt_tokens = int(usage["prompt_tokens"])
-                if has:
-                    if mark is None or marks is None:
-                        t = t_got = t_read
-                        unmarked = True
-                    else:
-                        t, t_got = marks.arrival[mark], marks.read[mark]
-                    if mark is not None and mark == prev_mark:
-                        res.coalesced += 1
-                    prev_mark = -1 if mark is None else mark
-                    if res.t_first_ns is None:
-                        res.t_first_ns = t
-                        res.t_first_read_ns = t_got
-                        res.t_first_parse_ns = time.perf_counter_ns()
-                    res.read_lag_ns.append(t_got - t)
-                    res.t_last_ns = t
-                    res.chunk_t_ns.append(t)
-                    if n_usage is not None:
-                        res.chunk_tokens.append(n_usage + pending)
-                        pending = 0
-                        res.tokens_source = res.tokens_source or "usage"
-                    elif ids is not None:
-                        first_ids_seen = True
-                        res.chunk_tokens.append(ids)
-                    else:
-                        res.chunk_tokens.append(-1)
-                elif n_usage:
-                    pending += n_usage
-                if first_ids_seen and res.tokens_source is None:
-                    res.tokens_source = "token_ids"
+            parser.feed(data, None, t_read)
+        parser.finished.result()
+        return parser.got_done
+    # What arrived before the parser was attached, split by the reads that brought it; from
+    # here on the protocol feeds the parser as bytes arrive (nothing runs in between).
+    marks = proto.marks
+    backlog = resp.content.read_nowait()
+    start = marks.nbytes[-1] - len(backlog) if marks.nbytes else 0
+    for arrival, t_read, end in zip(marks.arrival, marks.read, marks.nbytes, strict=True):
+        if end > start:
+            parser.feed(backlog[:end - start], arrival if marks.kernel else None, t_read)
+            backlog, start = backlog[end - start:], end
+    parser.kernel = parser.kernel and marks.kernel
+    proto.events = parser
+    eof = asyncio.ensure_future(resp.content.wait_eof())
+    try:
+        await asyncio.wait((parser.finished, eof), return_when=asyncio.FIRST_COMPLETED)
     finally:
-        res.timing_source = (TIMING_READ if marks is None or unmarked else
-                             TIMING_KERNEL if marks.kernel else TIMING_SOCKET)
-
-
-def _mark_of(marks: _Marks | None, end: int) -> int | None:
-    """Index of the read that brought body byte number `end`, if it was marked."""
-    if marks is None:
-        return None
-    i = bisect.bisect_left(marks.nbytes, end)
-    return i if i < len(marks.nbytes) else None
+        proto.events = None
+        eof.cancel()
+        res.timing_source = TIMING_KERNEL if parser.kernel else TIMING_SOCKET
+    if parser.finished.done():
+        parser.finished.result()
+        return parser.got_done
+    await eof  # raises what ended the stream early (timeout, cut), else the stream just ended
+    return False
 
 
 def _settle_token_counts(res: RequestResult) -> None:

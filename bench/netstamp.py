@@ -62,7 +62,8 @@ _REGISTRY: weakref.WeakValueDictionary[int, StampedSocket] = weakref.WeakValueDi
 
 def _to_perf_ns(sec: int, nsec: int, t_now: int) -> int:
     """A CLOCK_REALTIME stamp on the perf_counter clock; never later than `t_now`."""
-    offset = time.time_ns() - time.perf_counter_ns()
+    before = time.perf_counter_ns()
+    offset = time.time_ns() - (before + time.perf_counter_ns()) // 2
     # A stamp cannot follow its collection; any excess is jitter in reading the offset.
     return min(sec * 1_000_000_000 + nsec - offset, t_now)
 

@@ -335,6 +335,8 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
         "request_path_ms": summarize(request_path),
         "read_lag_ms": summarize([lag / 1e6 for r in ok for lag in r.read_lag_ns]),
         "coalesced_events": sum(r.coalesced for r in ok),
+        "coalesced_frac": (sum(r.coalesced for r in ok) / n_events) if (
+            n_events := sum(len(r.chunk_t_ns) for r in ok)) else None,
         "client_bound": bool(p99s and max(p99s) > LOOP_LAG_BOUND_MS),
         "client_bound_threshold_ms": LOOP_LAG_BOUND_MS,
     }
