@@ -45,6 +45,10 @@ log = logging.getLogger("bench")
 
 LOOP_LAG_BOUND_MS = 2.0
 LOOP_LAG_INTERVAL_S = 0.005
+# Starting a request costs the client far more than reading an event (aiohttp builds and writes
+# it); when a whole cohort of C requests ends together, C starts in one event-loop turn would
+# keep every socket unread for that long, and events that queue up meanwhile share a stamp.
+STARTS_PER_LOOP_TURN = 8
 
 
 class BenchError(Exception):
@@ -254,6 +258,40 @@ class _LoopLag:
                 pass
 
 
+class _StartGate:
+    """Lets at most `per_turn` requests start per event-loop turn; the rest wait, in order, for
+    the next turns, so reads are serviced in between (the wait shows as dispatch lag)."""
+
+    def __init__(self, per_turn: int) -> None:
+        self.per_turn = per_turn
+        self._started = 0
+        self._reset_scheduled = False
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def wait(self) -> None:
+        if self._started < self.per_turn and not self._waiting:
+            self._take()
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        await fut
+
+    def _take(self) -> None:
+        self._started += 1
+        if not self._reset_scheduled:
+            self._reset_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._started = 0
+        self._reset_scheduled = False
+        while self._waiting and self._started < self.per_turn:
+            fut = self._waiting.popleft()
+            if not fut.done():
+                self._take()
+                fut.set_result(None)
+
+
 def _rel_s(t_ns: int | None, t0_ns: int) -> float | None:
     return None if t_ns is None else round((t_ns - t0_ns) / 1e9, 9)
 
@@ -283,6 +321,7 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
         sampler.start()
         lag.start()
         cpu0, wall0 = time.process_time(), time.perf_counter()
+        gate = _StartGate(STARTS_PER_LOOP_TURN)
 
         async def worker() -> None:
             nonlocal next_index
@@ -290,6 +329,7 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
             while next_index < total:
                 i = next_index
                 next_index += 1
+                await gate.wait()
                 spec = client.RequestSpec(rid=f"{run_id}-c{c}-{i}", model=cfg.model,
                                           prompt=prompts[i], max_tokens=cfg.output_len,
                                           api=cfg.api)
