@@ -69,6 +69,13 @@ class _StampingHandler(ResponseHandler):
         super().connection_made(transport)
         self.stamped = netstamp.lookup(transport)
 
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        # aiohttp calls this whenever a body read leaves its buffer below the low-water mark,
+        # which for an event stream read as it arrives is every read; re-running the parser on
+        # no data costs more than parsing the event. Nothing to resume unless something paused.
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
+
     def data_received(self, data: bytes) -> None:
         if not data:  # aiohttp resuming its parser after a pause; nothing arrived
             super().data_received(data)
@@ -331,7 +338,7 @@ class _EventParser:
                 self.finished.set_result(None)
                 return
             try:
-                obj = json.loads(payload)
+                obj = json.loads(payload.decode())
             except ValueError as exc:
                 raise _Malformed(f"event is not JSON: {payload[:60]!r}") from exc
             if not isinstance(obj, dict):
