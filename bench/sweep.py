@@ -368,15 +368,16 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
     dispatch_s = summarize(dispatch)
     p99s = [v for v in (loop_lag["p99"], dispatch_s["p99"]) if v is not None]
     ok = [r for r in measured if r.ok]
+    n_events = sum(len(r.chunk_t_ns) for r in ok)
+    coalesced = sum(r.coalesced for r in ok)
     point["client"] = {
         "cpu_pct": round(100 * cpu / wall, 1) if wall > 0 else None,
         "loop_lag_ms": loop_lag,
         "dispatch_lag_ms": dispatch_s,
         "request_path_ms": summarize(request_path),
         "read_lag_ms": summarize([lag / 1e6 for r in ok for lag in r.read_lag_ns]),
-        "coalesced_events": sum(r.coalesced for r in ok),
-        "coalesced_frac": (sum(r.coalesced for r in ok) / n_events) if (
-            n_events := sum(len(r.chunk_t_ns) for r in ok)) else None,
+        "coalesced_events": coalesced,
+        "coalesced_frac": coalesced / n_events if n_events else None,
         "client_bound": bool(p99s and max(p99s) > LOOP_LAG_BOUND_MS),
         "client_bound_threshold_ms": LOOP_LAG_BOUND_MS,
     }

@@ -86,8 +86,9 @@ def _pin(core: int, how: str) -> None:
     try:
         if how == "fifo":
             os.sched_setscheduler(0, os.SCHED_FIFO, os.sched_param(10))
-        elif how == "nice":
-            os.setpriority(os.PRIO_PROCESS, 0, -10)
+        else:  # children inherit the parent's real-time policy unless told otherwise
+            os.sched_setscheduler(0, os.SCHED_OTHER, os.sched_param(0))
+            os.setpriority(os.PRIO_PROCESS, 0, -10 if how == "nice" else 0)
     except OSError:
         pass
 
@@ -440,7 +441,7 @@ def verdicts(rows: list[Row]) -> list[str]:
             p = peer[c]
             for name, a, b in (("TTFT", m.ttft_err, p.ttft_err), ("ITL", m.itl_err, p.itl_err)):
                 ratio = abs_p99(b) / max(abs_p99(a), 1e-9)
-                checks.append(f"{name} |err| p99 peer/ours {ratio:.0f}x "
+                checks.append(f"{name} |err| p99 peer/ours {ratio:.1f}x "
                               f"({'>=' if ratio >= 10 else '<'} 10x)")
         lines.append(f"C={c}: " + "; ".join(checks))
     return lines
