@@ -3,12 +3,14 @@
 Why the timing is done this way: a coroutine that stamps each SSE line when it gets around to
 reading it measures its own event-loop queue and its process's turns on a busy CPU as much as
 the server. Here the connection's socket is a `bench.netstamp.StampedSocket`: the kernel stamps
-each received segment, and the connection's protocol records, per read, that stamp together
-with how many body bytes the response had after it; an event's arrival time is the stamp of the
-read that brought its final byte (`timing_source: "kernel"`). Where the kernel gives no stamp
-the protocol's own `data_received` time is used (`"socket"`), and if aiohttp's internals change
-so the hook cannot be installed, the time the event was parsed (`"read"`). Events that share a
-read with a later event carry that later stamp; they are counted per request (`coalesced`).
+each received segment, and the connection's protocol hands every read's body bytes, with that
+read's stamp, straight to the response's event parser, so an event's arrival time is the stamp
+of the read that brought its final byte (`timing_source: "kernel"`), and no task wakes up per
+event (at high concurrency that wake-up was a large part of the client's CPU). Where the kernel
+gives no stamp the time of the read is used (`"socket"`), and if aiohttp's internals change so
+the hook cannot be installed, the coroutine reads and parses and stamps at parse time
+(`"read"`). Events that share a read with a later event carry that later stamp; they are counted
+per request (`coalesced`).
 
 `t_send` is the start of the socket write that carries the request (the socket notes it), so
 building the request, JSON encoding and waiting for a pooled connection are not server time;

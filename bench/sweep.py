@@ -7,7 +7,9 @@ cover the whole point including warm-up (rates such as acceptance are unaffected
 unique and deterministic (seeded per run seed, concurrency and index; the unique words come
 first so no two requests share a prefix-cache block) with the word count calibrated once per
 sweep through `/tokenize` to hit `input_len` tokens; `max_tokens = output_len`, `ignore_eos`,
-`temperature: 0`.
+`temperature: 0`. At most `STARTS_PER_LOOP_TURN` requests start per event-loop turn, so a cohort
+of requests ending together cannot keep the client from reading its sockets (the wait is
+dispatch lag).
 
 Everything the user can get wrong is checked before anything is written: the concurrency list,
 the URL, that the server answers, and that it serves the model (`/v1/models`).
