@@ -1,12 +1,14 @@
 """How accurate and how cheap is the bench client? Prints tables; run with `python
 benchmarks/client_accuracy.py` from the repository root.
 
-The simulated endpoint runs in its own process pinned to core 0; the client under test runs
-pinned to core 1. The server records what it did, on CLOCK_MONOTONIC (`perf_counter_ns`, shared
-by both processes): when each request's last byte arrived (the kernel's receive stamp) and when
-each chunk's write to the socket returned. So per request the true TTFT = first content send -
-request arrival, the true per-token ITL of content chunk k = (send_k - send_(k-1)) / n_k, and the
-true TPOT = (last - first content send) / (N - 1).
+The simulated endpoint runs in its own process pinned to core 0 (niceness -10); the client
+under test runs pinned to core 1 (real-time; see SCHED below). The server records what it did,
+on CLOCK_MONOTONIC (`perf_counter_ns`, shared by both processes): when each request's last byte
+arrived (the kernel's receive stamp) and when each chunk's bytes left its socket (the kernel's
+transmit stamp; where there is none, when the write returned, and the header says how many
+chunks that was). So per request the true TTFT = first content send - request arrival, the true
+per-token ITL of content chunk k = (send_k - send_(k-1)) / n_k, and the true TPOT = (last -
+first content send) / (N - 1).
 
 Every error is "client measured minus server actual", paired sample by sample over the requests
 the client reported (ours: the measured requests after warm-up; the peer: its requests after its
@@ -249,6 +251,8 @@ class Row:
     spurious_itl: int = 0
     unpaired: int = 0
     coalesced: int = 0
+    truth_requests: int = 0
+    truth_write_stamped: int = 0
     load: dict[str, float] = field(default_factory=dict)
 
     def phase(self, name: str, value_ms: float) -> None:
@@ -261,6 +265,8 @@ def _content(rec: dict[str, Any]) -> list[list[Any]]:
 
 def _add_truth(row: Row, rec: dict[str, Any]) -> list[list[Any]]:
     ch = _content(rec)
+    row.truth_requests += 1
+    row.truth_write_stamped += rec.get("send_source") != "kernel"
     row.true_ttft.append((ch[0][0] - rec["t_recv_ns"]) / 1e6)
     for a, b in itertools.pairwise(ch):
         row.true_itl.extend([(b[0] - a[0]) / 1e6 / b[1]] * b[1])
@@ -484,6 +490,10 @@ def main() -> int:
           f"({_sched_name(0)}); {INPUT_LEN} in / "
           f"{OUTPUT_LEN} out tokens, one token per 10 ms step. Errors in ms = client measured - "
           "server actual, paired per request (TTFT, TPOT) or per sample (ITL).\n")
+    rows = [*measured, *mtp]
+    fallback = sum(m.truth_write_stamped for m in rows)
+    print(f"Truth: kernel transmit stamps for every chunk of {sum(m.truth_requests for m in rows) - fallback}"
+          f" requests; {fallback} requests had a chunk timed by its write returning instead.")
     print(tabulate([accuracy_row(m) for m in measured], tablefmt="github", floatfmt=".3f",
                    missingval="-",
                    headers=["client", "C", "requests", "failed", "TTFT err p50", "TTFT |err| p99",
