@@ -157,5 +157,5 @@ def test_client_arrivals_do_not_move_when_its_loop_is_busy() -> None:
     errors = [t - s for t, s in zip(res.chunk_t_ns, sent, strict=True)]
     delayed = [e for e, lag in zip(errors, res.read_lag_ns, strict=True) if lag > 5 * MS]
     assert len(delayed) >= 3, "the blocker never delayed a read; the test proved nothing"
-    assert min(errors) >= 0
+    assert min(errors) >= -0.01 * MS  # two clocks read to convert each stamp: tens of ns apart
     assert sorted(delayed)[int(0.9 * (len(delayed) - 1))] < 1 * MS
