@@ -1,8 +1,8 @@
 """How accurate and how cheap is the bench client? Prints tables; run with `python
 benchmarks/client_accuracy.py` from the repository root.
 
-The simulated endpoint runs in its own process pinned to core 0 (niceness -10); the client
-under test runs pinned to core 1 (real-time; see SCHED below). The server records what it did,
+The simulated endpoint runs in its own process pinned to core 0, the client under test in one
+pinned to core 1, both real-time by default (see SCHED below). The server records what it did,
 on CLOCK_MONOTONIC (`perf_counter_ns`, shared by both processes): when each request's last byte
 arrived (the kernel's receive stamp) and when each chunk's bytes left its socket (the kernel's
 transmit stamp; where there is none, when the write returned, and the header says how many
@@ -75,11 +75,14 @@ TICK = os.sysconf("SC_CLK_TCK")
 # How the clients (GX10_ACC_SCHED) and the server (GX10_ACC_SERVER_SCHED) are scheduled, where
 # allowed: "fifo" (real-time, priority 10), "nice" (niceness -10) or "normal". On a machine
 # shared with other work, a client that gets the CPU late reads several events of a stream at
-# once and they share the newest kernel stamp: hence real-time clients. The server is not made
-# real-time by default: on loopback its sends are delivered by softirq work on its own core,
-# which a busy real-time server starves (measured: whole bursts of events delivered 9 ms late).
+# once and they share the newest kernel stamp: hence real-time clients. A real-time server keeps
+# its schedule exact, as the peer comparison in the project's METRICS.md assumes; at saturation
+# it can starve the softirq work that delivers its loopback sends on its core (seen once at C=256:
+# a burst of events delivered 9 ms after they left the socket), which then counts as client
+# error, as network delay would. "nice" avoids that, but on a busy machine the server then falls
+# behind its schedule (watch "server waiting for CPU").
 SCHED = os.environ.get("GX10_ACC_SCHED", "fifo")
-SERVER_SCHED = os.environ.get("GX10_ACC_SERVER_SCHED", "nice")
+SERVER_SCHED = os.environ.get("GX10_ACC_SERVER_SCHED", "fifo")
 
 
 def _pin(core: int, how: str) -> None:
