@@ -12,15 +12,16 @@ Linux can stamp both where the bytes really move:
   error queue.
 
 Stamps are wall-clock time (CLOCK_REALTIME); each is moved to the monotonic clock with the
-offset between the two clocks read right when it is collected, so clock adjustments during a
-run cannot leak in.
+offset between the two clocks, re-read every 0.1 s, so a clock adjustment during a run leaks in
+for at most that long.
 
 `StampedSocket` is a drop-in `socket.socket` (asyncio's selector transports call its `recv`
 and `send`) that keeps, for its latest read, `rx_kernel_ns` (None where the kernel gave no
 stamp) and `rx_read_ns` (when the read ran); `tx_start_ns`, the start of the first write after a
 read, which on an HTTP/1.1 connection (no pipelining) is the start of a request; and, with
 `tx_stamps=True` (connected sockets only), `tx_bytes` (bytes the kernel accepted so far) and
-`sent_stamp(end)`: the kernel's send stamp of the write whose last byte is byte `end - 1`. Its
+`sent_stamp(end)`: the kernel's send stamp of the write whose last byte is byte `end - 1`
+(kept until `forget_sent_before`). Its
 `accept` returns `StampedSocket`s (with send stamps if `accept_tx_stamps`), so a listening
 `StampedSocket` stamps every connection.
 `lookup(transport)` finds the `StampedSocket` behind an asyncio transport.
@@ -60,12 +61,44 @@ _ERR_ANC_SIZE = socket.CMSG_SPACE(3 * _TIMESPEC.size) + socket.CMSG_SPACE(64)
 _REGISTRY: weakref.WeakValueDictionary[int, StampedSocket] = weakref.WeakValueDictionary()
 
 
+def _keep_receive_stamps_on() -> socket.socket | None:
+    """Linux stamps received packets only while some socket asks for it, and switches that on
+    and off from a deferred work item; sockets that come and go would see unstamped packets
+    while it catches up. One socket held for the life of the process keeps it on."""
+    try:
+        keeper = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+        keeper.setsockopt(socket.SOL_SOCKET, SO_TIMESTAMPNS, 1)
+    except OSError:
+        return None
+    return keeper
+
+
+_KEEPER = _keep_receive_stamps_on()
+
+
+_OFFSET_REFRESH_NS = 100_000_000
+_offset = {"ns": 0, "at": -_OFFSET_REFRESH_NS}
+
+
+def _realtime_offset(t_now: int) -> int:
+    """CLOCK_REALTIME minus the perf_counter clock, re-read every 0.1 s: the narrowest of five
+    readings bracketed by two monotonic reads (one read can be interrupted between its clocks,
+    which moved a stamp by microseconds)."""
+    if t_now - _offset["at"] >= _OFFSET_REFRESH_NS:
+        readings = []
+        for _ in range(5):
+            before = time.perf_counter_ns()
+            real = time.time_ns()
+            after = time.perf_counter_ns()
+            readings.append((after - before, real - (before + after) // 2))
+        _offset["ns"], _offset["at"] = min(readings)[1], t_now
+    return _offset["ns"]
+
+
 def _to_perf_ns(sec: int, nsec: int, t_now: int) -> int:
     """A CLOCK_REALTIME stamp on the perf_counter clock; never later than `t_now`."""
-    before = time.perf_counter_ns()
-    offset = time.time_ns() - (before + time.perf_counter_ns()) // 2
     # A stamp cannot follow its collection; any excess is jitter in reading the offset.
-    return min(sec * 1_000_000_000 + nsec - offset, t_now)
+    return min(sec * 1_000_000_000 + nsec - _realtime_offset(t_now), t_now)
 
 
 def _rx_ns(ancdata: Iterable[tuple[int, int, bytes]], t_read: int) -> int | None:
@@ -170,18 +203,22 @@ class StampedSocket(socket.socket):
                 return
             entry = _tx_entry(anc, time.perf_counter_ns())
             if entry is not None:
-                self._tx_pending[entry[0]] = entry[1]
+                # A retransmission (e.g. TCP's tail loss probe) stamps the same bytes again; the
+                # first stamp is when the server sent them.
+                self._tx_pending.setdefault(entry[0], entry[1])
 
     def sent_stamp(self, end: int) -> int | None:
         """The kernel's send stamp of the write that ended at byte `end` (exclusive), if it has
-        one; stamps of earlier writes are dropped."""
+        one yet (the kernel stamps when the bytes leave, which TCP may defer past the write)."""
         if not self.tx_stamps:
             return None
         self._drain_tx()
-        stamp = self._tx_pending.pop(end - 1, None)
+        return self._tx_pending.get(end - 1)
+
+    def forget_sent_before(self, end: int) -> None:
+        """Drop the send stamps of writes that ended before byte `end`."""
         for key in [k for k in self._tx_pending if k < end]:
             del self._tx_pending[key]
-        return stamp
 
 
 def client_socket(addr_info: tuple[Any, ...]) -> StampedSocket:

@@ -449,7 +449,7 @@ class SimServer:
 
         transport = request.transport
         sock = netstamp.lookup(transport)
-        record["send_source"] = "kernel"
+        unstamped: list[tuple[list[Any], int]] = []  # (chunk, end offset) without a stamp yet
 
         async def send(payload: bytes, n: int, kind: str) -> None:
             t_write = time.perf_counter_ns()
@@ -457,61 +457,81 @@ class SimServer:
             t_returned = time.perf_counter_ns()
             queued = transport is not None and transport.get_write_buffer_size() > 0
             record["queued_writes"] += queued
-            stamp = None if sock is None or queued else sock.sent_stamp(sock.tx_bytes)
+            end = None if sock is None or queued else sock.tx_bytes
+            stamp = None if sock is None or end is None else sock.sent_stamp(end)
+            chunk = [t_returned if stamp is None else stamp, n, kind, t_write, t_returned]
+            chunks.append(chunk)
             if stamp is None:
-                record["send_source"] = "write"
-            chunks.append([t_returned if stamp is None else stamp, n, kind, t_write, t_returned])
+                unstamped.append((chunk, -1 if end is None else end))
+
+        def settle_stamps() -> None:
+            """Stamps of bytes TCP sent after the write returned have arrived by the end of the
+            stream; a chunk still without one keeps `t_returned`, and the record says so."""
+            missing = 0
+            for chunk, end in unstamped:
+                stamp = None if sock is None or end < 0 else sock.sent_stamp(end)
+                if stamp is None:
+                    missing += 1
+                else:
+                    chunk[0] = stamp
+            unstamped.clear()
+            record["send_source"] = "write" if missing else "kernel"
+            if sock is not None:
+                sock.forget_sent_before(sock.tx_bytes)
 
         def event(obj: dict[str, Any]) -> bytes:
             return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
-        if chat:
-            # vLLM sends the role-only chunk as soon as the request is accepted, before prefill.
-            first: dict[str, Any] = {**base, "choices": [{
-                "index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                "finish_reason": None}]}
-            if continuous:
-                first["usage"] = usage(0)
-            await send(event(first), 0, "role")
-        done = 0
-        while done < req.max_tokens:
-            n = await req.queue.get()
-            text = "".join(self._text(req.rid, i) for i in range(done, done + n))
-            ids = list(range(done, done + n))
-            done += n
-            finish = "length" if done >= req.max_tokens else None
-            choice: dict[str, Any]
+        try:
             if chat:
-                choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
-                          "finish_reason": finish}
-            else:
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-                          "stop_reason": None}
-            if want_ids:
-                choice["token_ids"] = ids
-            obj: dict[str, Any] = {**base, "choices": [choice]}
-            if continuous:
-                obj["usage"] = usage(done)
-            if fault and done >= self.cfg.fault_after_tokens and done < req.max_tokens:
-                if fault == "cut":
-                    await send(event(obj), n, "content")
-                    record["status"] = "cut"
-                    # Drop the connection without the chunked terminator, like a dying server.
-                    if request.transport is not None:
-                        request.transport.close()
-                    return resp
-                if fault == "stall":
-                    fault = None
-                    await asyncio.sleep(self.cfg.stall_s)
-                elif fault == "malformed":
-                    fault = None
-                    await send(b"data: {\"choices\": [\n\n", 0, "malformed")
-            await send(event(obj), n, "content")
-        if include_usage:
-            await send(event({**base, "choices": [], "usage": usage(done)}), 0, "usage")
-        await send(b"data: [DONE]\n\n", 0, "done")
-        await resp.write_eof()
-        return resp
+                # vLLM sends the role-only chunk as soon as the request is accepted, before prefill.
+                first: dict[str, Any] = {**base, "choices": [{
+                    "index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                    "finish_reason": None}]}
+                if continuous:
+                    first["usage"] = usage(0)
+                await send(event(first), 0, "role")
+            done = 0
+            while done < req.max_tokens:
+                n = await req.queue.get()
+                text = "".join(self._text(req.rid, i) for i in range(done, done + n))
+                ids = list(range(done, done + n))
+                done += n
+                finish = "length" if done >= req.max_tokens else None
+                choice: dict[str, Any]
+                if chat:
+                    choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
+                              "finish_reason": finish}
+                else:
+                    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
+                              "stop_reason": None}
+                if want_ids:
+                    choice["token_ids"] = ids
+                obj: dict[str, Any] = {**base, "choices": [choice]}
+                if continuous:
+                    obj["usage"] = usage(done)
+                if fault and done >= self.cfg.fault_after_tokens and done < req.max_tokens:
+                    if fault == "cut":
+                        await send(event(obj), n, "content")
+                        record["status"] = "cut"
+                        # Drop the connection without the chunked terminator, like a dying server.
+                        if request.transport is not None:
+                            request.transport.close()
+                        return resp
+                    if fault == "stall":
+                        fault = None
+                        await asyncio.sleep(self.cfg.stall_s)
+                    elif fault == "malformed":
+                        fault = None
+                        await send(b"data: {\"choices\": [\n\n", 0, "malformed")
+                await send(event(obj), n, "content")
+            if include_usage:
+                await send(event({**base, "choices": [], "usage": usage(done)}), 0, "usage")
+            await send(b"data: [DONE]\n\n", 0, "done")
+            await resp.write_eof()
+            return resp
+        finally:
+            settle_stamps()
 
 
 async def _sleep_until_ns(deadline_ns: int) -> None:

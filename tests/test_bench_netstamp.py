@@ -37,6 +37,15 @@ def pair() -> Iterator[Pair]:
     listener.close()
     assert isinstance(srv, netstamp.StampedSocket)
     srv.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    # The kernel turns receive stamping on from a deferred work item: wait for it once.
+    deadline = time.monotonic() + 5
+    while time.monotonic() < deadline:
+        srv.send(b".")
+        cli.recv(1)
+        if cli.rx_kernel_ns is not None:
+            break
+        time.sleep(0.01)
+    srv.forget_sent_before(srv.tx_bytes)
     yield cli, srv
     cli.close()
     srv.close()
@@ -62,11 +71,13 @@ def test_send_stamps_are_keyed_by_write(pair: Pair) -> None:
         t0 = time.perf_counter_ns()
         srv.send(b"x" * size)
         windows.append((t0, time.perf_counter_ns(), srv.tx_bytes))
-    # The newest write's stamp is found by its end offset; asking drops the older ones.
-    t0, t1, end = windows[-1]
-    stamp = srv.sent_stamp(end)
-    assert stamp is not None and t0 <= stamp <= t1
+    # Each write's stamp is found by its end offset, until the older ones are forgotten.
+    for t0, t1, end in windows:
+        stamp = srv.sent_stamp(end)
+        assert stamp is not None and t0 <= stamp <= t1
+    srv.forget_sent_before(windows[0][2])
     assert srv.sent_stamp(windows[0][2]) is None
+    assert srv.sent_stamp(windows[-1][2]) == stamp
     time.sleep(0.01)
     cli.recv(4096)
     assert cli.rx_kernel_ns is not None and cli.rx_kernel_ns >= stamp
@@ -152,8 +163,10 @@ def test_client_arrivals_do_not_move_when_its_loop_is_busy() -> None:
             return res
 
         res = asyncio.run(go())
-        sent = [c[0] for c in sim.truth()["busy"]["chunks"] if c[2] == "content"]
+        rec = sim.truth()["busy"]
+        sent = [c[0] for c in rec["chunks"] if c[2] == "content"]
     assert res.ok and res.timing_source == client.TIMING_KERNEL
+    assert rec["send_source"] == "kernel"
     errors = [t - s for t, s in zip(res.chunk_t_ns, sent, strict=True)]
     delayed = [e for e, lag in zip(errors, res.read_lag_ns, strict=True) if lag > 5 * MS]
     assert len(delayed) >= 3, "the blocker never delayed a read; the test proved nothing"
