@@ -72,15 +72,17 @@ def test_send_stamps_are_keyed_by_write(pair: Pair) -> None:
         srv.send(b"x" * size)
         windows.append((t0, time.perf_counter_ns(), srv.tx_bytes))
     # Each write's stamp is found by its end offset, until the older ones are forgotten.
-    for t0, t1, end in windows:
-        stamp = srv.sent_stamp(end)
+    stamps = [srv.sent_stamp(end) for _, _, end in windows]
+    for (t0, t1, _), stamp in zip(windows, stamps, strict=True):
         assert stamp is not None and t0 <= stamp <= t1
+    last = stamps[-1]
+    assert last is not None
     srv.forget_sent_before(windows[0][2])
     assert srv.sent_stamp(windows[0][2]) is None
-    assert srv.sent_stamp(windows[-1][2]) == stamp
+    assert srv.sent_stamp(windows[-1][2]) == last
     time.sleep(0.01)
     cli.recv(4096)
-    assert cli.rx_kernel_ns is not None and cli.rx_kernel_ns >= stamp
+    assert cli.rx_kernel_ns is not None and cli.rx_kernel_ns >= last
 
 
 def test_error_queue_is_drained_on_read(pair: Pair) -> None:
