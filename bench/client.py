@@ -1,18 +1,23 @@
 """One streamed request to vLLM's OpenAI API, timed where the bytes arrive.
 
 Why the timing is done this way: a coroutine that stamps each SSE line when it gets around to
-reading it measures its own event-loop queue as much as the server (at high concurrency the loop
-is busy parsing other streams). Here the connection's protocol stamps every `data_received` call
-(`perf_counter_ns`) together with how many body bytes the response had after it; an event's
-arrival time is the stamp of the read that brought its final byte. All `data_received` callbacks
-of one loop iteration run before any coroutine resumes, so the stamp is close to the kernel's
-arrival time however slow the parsing is. If aiohttp's internals change and the hook cannot be
-installed, stamps fall back to read time and results say `timing_source: "read"`.
+reading it measures its own event-loop queue and its process's turns on a busy CPU as much as
+the server. Here the connection's socket is a `bench.netstamp.StampedSocket`: the kernel stamps
+each received segment, and the connection's protocol hands every read's body bytes, with that
+read's stamp, straight to the response's event parser, so an event's arrival time is the stamp
+of the read that brought its final byte (`timing_source: "kernel"`), and no task wakes up per
+event (at high concurrency that wake-up was a large part of the client's CPU). Where the kernel
+gives no stamp the time of the read is used (`"socket"`), and if aiohttp's internals change so
+the hook cannot be installed, the coroutine reads and parses and stamps at parse time
+(`"read"`). Events that share a read with a later event carry that later stamp; they are counted
+per request (`coalesced`).
 
-`t_send` is taken just before the request is handed to aiohttp; the session uses
-`trust_env=False` (no netrc/proxy look-ups in a thread pool per request), keep-alive, a
-connection pool sized to the concurrency (aiohttp's default of 100 would silently cap a sweep),
-no compression, and finite timeouts.
+`t_send` is the start of the socket write that carries the request (the socket notes it), so
+building the request, JSON encoding and waiting for a pooled connection are not server time;
+`t_call` (just before the request is handed to aiohttp) is kept beside it, and the difference is
+the client's own request path. The session uses `trust_env=False` (no netrc/proxy look-ups in a
+thread pool per request), keep-alive, a connection pool sized to the concurrency (aiohttp's
+default of 100 would silently cap a sweep), no compression, and finite timeouts.
 
 Public: `make_session(concurrency, timeouts)`, `Timeouts`, `RequestSpec`, `RequestResult`,
 `send_request(session, base_url, spec)`, `request_metrics(result)`.
@@ -20,8 +25,9 @@ Public: `make_session(concurrency, timeouts)`, `Timeouts`, `RequestSpec`, `Reque
 
 from __future__ import annotations
 
-import bisect
+import asyncio
 import functools
+import inspect
 import json
 import time
 from dataclasses import dataclass, field
@@ -30,37 +36,81 @@ from typing import Any
 import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
+from bench import netstamp
+
+TIMING_KERNEL = "kernel"
 TIMING_SOCKET = "socket"
 TIMING_READ = "read"
+SEND_WRITE = "write"
+SEND_CALL = "call"
+_HAS_SOCKET_FACTORY = "socket_factory" in inspect.signature(aiohttp.TCPConnector).parameters
+
+
+@dataclass
+class _Marks:
+    """Per read of one response body: arrival ns, when the read ran, body bytes so far."""
+
+    arrival: list[int] = field(default_factory=list)
+    read: list[int] = field(default_factory=list)
+    nbytes: list[int] = field(default_factory=list)
+    kernel: bool = True
 
 
 class _StampingHandler(ResponseHandler):
-    """aiohttp's response protocol, plus (arrival ns, body bytes so far) marks per response."""
+    """aiohttp's response protocol that hands each read's body bytes, with the read's stamps, to
+    the response's `_EventParser` once one is attached, and keeps `_Marks` until then."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.marks_payload: object | None = None
-        self.marks_t: list[int] = []
-        self.marks_bytes: list[int] = []
+        self.marks = _Marks()
+        self.stamped: netstamp.StampedSocket | None = None
+        self.events: _EventParser | None = None
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)
+        self.stamped = netstamp.lookup(transport)
+
+    def resume_reading(self, resume_parser: bool = True) -> None:
+        # aiohttp calls this whenever a body read leaves its buffer below the low-water mark,
+        # which for an event stream read as it arrives is every read; re-running the parser on
+        # no data costs more than parsing the event. Nothing to resume unless something paused.
+        if self._reading_paused or self._buffer_paused:
+            super().resume_reading(resume_parser)
 
     def data_received(self, data: bytes) -> None:
-        t = time.perf_counter_ns()
+        if not data:  # aiohttp resuming its parser after a pause; nothing arrived
+            super().data_received(data)
+            return
+        t_read = time.perf_counter_ns()
+        sock = self.stamped
+        t_kernel = sock.rx_kernel_ns if sock is not None else None
+        if sock is not None and sock.rx_read_ns is not None:
+            t_read = sock.rx_read_ns
         super().data_received(data)
+        if self.events is not None:
+            self.events.pump(t_kernel, t_read)
+            return
         payload = self._payload
         if payload is None:
             return
         if payload is not self.marks_payload:
             self.marks_payload = payload
-            self.marks_t = []
-            self.marks_bytes = []
-        self.marks_t.append(t)
-        self.marks_bytes.append(payload.total_bytes)
+            self.marks = _Marks(kernel=sock is not None)
+        marks = self.marks
+        if t_kernel is None:
+            marks.kernel = False
+        marks.arrival.append(t_read if t_kernel is None else t_kernel)
+        marks.read.append(t_read)
+        marks.nbytes.append(payload.total_bytes)
 
 
 class _StampingConnector(aiohttp.TCPConnector):
-    """A TCPConnector whose connections use `_StampingHandler`."""
+    """A TCPConnector whose connections are `StampedSocket`s under a `_StampingHandler`."""
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
+        if _HAS_SOCKET_FACTORY:
+            kwargs["socket_factory"] = netstamp.client_socket
         super().__init__(*args, **kwargs)
         if hasattr(self, "_factory"):
             self._factory = functools.partial(  # type: ignore[assignment]
@@ -124,18 +174,30 @@ class RequestSpec:
 
 @dataclass
 class RequestResult:
-    """Raw timings (perf_counter_ns) and counts of one request; metrics derive from these."""
+    """Raw timings (perf_counter_ns) and counts of one request; metrics derive from these.
+
+    `t_send_ns` is the start of the request's socket write (`send_source: "write"`), or, where
+    that is unknown, `t_call_ns` (`"call"`). `t_first_read_ns` and `t_first_parse_ns` are when
+    the first content event's bytes were read by this process and when it was parsed;
+    `read_lag_ns` is read minus arrival per content event: how late this process got to them.
+    """
 
     rid: str
     t_send_ns: int
+    t_call_ns: int | None = None
+    send_source: str = SEND_CALL
     t_intended_ns: int | None = None
     ok: bool = False
     error_kind: str | None = None
     error: str | None = None
     t_first_ns: int | None = None
+    t_first_read_ns: int | None = None
+    t_first_parse_ns: int | None = None
     t_last_ns: int | None = None
     t_end_ns: int | None = None
     chunk_t_ns: list[int] = field(default_factory=list)
+    read_lag_ns: list[int] = field(default_factory=list)
+    coalesced: int = 0
     chunk_tokens: list[int] = field(default_factory=list)
     prompt_tokens: int | None = None
     output_tokens: int | None = None
@@ -175,11 +237,17 @@ async def send_request(session: aiohttp.ClientSession, base_url: str,
     body = json.dumps(spec.body()).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": spec.rid}
     url = base_url.rstrip("/") + spec.path()
-    t_send = time.perf_counter_ns()
-    res = RequestResult(rid=spec.rid, t_send_ns=t_send)
+    t_call = time.perf_counter_ns()
+    res = RequestResult(rid=spec.rid, t_send_ns=t_call, t_call_ns=t_call)
     got_done = False
     try:
         async with session.post(url, data=body, headers=headers) as resp:
+            proto = resp.connection.protocol if resp.connection is not None else None
+            sock = proto.stamped if isinstance(proto, _StampingHandler) else None
+            # The connection was ours alone since before t_call, and its previous response was
+            # read to the end, so the first write after that read is this request's.
+            if sock is not None and sock.tx_start_ns is not None and sock.tx_start_ns >= t_call:
+                res.t_send_ns, res.send_source = sock.tx_start_ns, SEND_WRITE
             if resp.status != 200:
                 text = (await resp.text())[:200]
                 res.error_kind = f"http_{resp.status}"
@@ -213,42 +281,66 @@ async def send_request(session: aiohttp.ClientSession, base_url: str,
     return res
 
 
-async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult) -> bool:
-    """Parse SSE lines as they arrive; returns True when `data: [DONE]` was seen."""
-    proto = resp.connection.protocol if resp.connection is not None else None
-    marks: tuple[list[int], list[int]] | None = None
-    if isinstance(proto, _StampingHandler) and proto.marks_payload is resp.content:
-        # Keep these list objects: the protocol starts new ones for the next response on this
-        # connection, which may arrive before this coroutine has parsed its last bytes.
-        marks = (proto.marks_t, proto.marks_bytes)
-    res.timing_source = TIMING_SOCKET if marks is not None else TIMING_READ
-    buf = b""
-    consumed = 0  # body bytes before buf[0]
-    prev_usage = 0
-    pending = 0  # tokens reported by usage on chunks without content, owed to the next chunk
-    first_ids_seen = False
-    while True:
-        data = await resp.content.readany()
-        if not data:
-            return False
-        t_read = time.perf_counter_ns()
-        buf += data
-        while True:
-            nl = buf.find(b"\n")
-            if nl < 0:
-                break
-            line = buf[:nl].rstrip(b"\r")
-            end = consumed + nl + 1
-            buf = buf[nl + 1:]
-            consumed = end
-            if not line.startswith(b"data:"):
+class _EventParser:
+    """Parses one response's server-sent events as their bytes arrive, stamping each event with
+    the arrival of the read that brought its last byte. Fed from the protocol's `data_received`
+    (no task wake-up per event, which at high concurrency is a large part of the client's CPU),
+    or, where the protocol is not ours, from the reading coroutine."""
+
+    def __init__(self, res: RequestResult, payload: aiohttp.StreamReader,
+                 loop: asyncio.AbstractEventLoop) -> None:
+        self.res = res
+        self.payload = payload
+        self.finished: asyncio.Future[None] = loop.create_future()
+        self.got_done = False
+        self.kernel = True
+        self._buf = b""
+        self._prev_usage = 0
+        self._pending = 0  # tokens reported by usage on chunks without content, owed to the next
+        self._ids_seen = False
+        self._pumping = False
+
+    def pump(self, t_kernel: int | None, t_read: int) -> None:
+        """Parse what the payload holds now; its last byte came with this read."""
+        # Reading the payload can make aiohttp resume its parser, which calls back into the
+        # protocol; the outer call picks up whatever that added.
+        if self._pumping:
+            return
+        self._pumping = True
+        try:
+            while not self.finished.done() and self.payload.exception() is None:
+                data = self.payload.read_nowait()
+                if not data:
+                    return
+                self.feed(data, t_kernel, t_read)
+        finally:
+            self._pumping = False
+
+    def feed(self, data: bytes, t_kernel: int | None, t_read: int) -> None:
+        if self.finished.done():
+            return
+        if t_kernel is None:
+            self.kernel = False
+        lines = (self._buf + data).split(b"\n")
+        self._buf = lines.pop()
+        try:
+            self._parse(lines, t_read if t_kernel is None else t_kernel, t_read)
+        except _Malformed as exc:
+            self.finished.set_exception(exc)
+
+    def _parse(self, lines: list[bytes], t: int, t_read: int) -> None:
+        res = self.res
+        contents = 0
+        for raw in lines:
+            if not raw.startswith(b"data:"):
                 continue
-            payload = line[5:].strip()
+            payload = raw[5:].strip()
             if payload == b"[DONE]":
-                return True
-            t = _arrival(marks, end, t_read)
+                self.got_done = True
+                self.finished.set_result(None)
+                return
             try:
-                obj = json.loads(payload)
+                obj = json.loads(payload.decode())
             except ValueError as exc:
                 raise _Malformed(f"event is not JSON: {payload[:60]!r}") from exc
             if not isinstance(obj, dict):
@@ -260,38 +352,74 @@ async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult) -> bool
             n_usage: int | None = None
             if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
                 total = int(usage["completion_tokens"])
-                n_usage = total - prev_usage
-                prev_usage = total
+                n_usage = total - self._prev_usage
+                self._prev_usage = total
                 res.output_tokens = total
                 if usage.get("prompt_tokens") is not None:
                     res.prompt_tokens = int(usage["prompt_tokens"])
             if has:
+                contents += 1
+                if contents > 1:
+                    res.coalesced += 1  # the previous content event shares this read's stamp
                 if res.t_first_ns is None:
                     res.t_first_ns = t
+                    res.t_first_read_ns = t_read
+                    res.t_first_parse_ns = time.perf_counter_ns()
+                res.read_lag_ns.append(t_read - t)
                 res.t_last_ns = t
                 res.chunk_t_ns.append(t)
                 if n_usage is not None:
-                    res.chunk_tokens.append(n_usage + pending)
-                    pending = 0
+                    res.chunk_tokens.append(n_usage + self._pending)
+                    self._pending = 0
                     res.tokens_source = res.tokens_source or "usage"
                 elif ids is not None:
-                    first_ids_seen = True
+                    self._ids_seen = True
                     res.chunk_tokens.append(ids)
                 else:
                     res.chunk_tokens.append(-1)
             elif n_usage:
-                pending += n_usage
-            if first_ids_seen and res.tokens_source is None:
+                self._pending += n_usage
+            if self._ids_seen and res.tokens_source is None:
                 res.tokens_source = "token_ids"
 
 
-def _arrival(marks: tuple[list[int], list[int]] | None, end: int, fallback: int) -> int:
-    """Stamp of the socket read that brought body byte number `end`, else `fallback`."""
-    if marks is None:
-        return fallback
-    times, sizes = marks
-    i = bisect.bisect_left(sizes, end)
-    return times[i] if i < len(times) else fallback
+async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult) -> bool:
+    """Parse the event stream; returns True when `data: [DONE]` was seen."""
+    proto = resp.connection.protocol if resp.connection is not None else None
+    parser = _EventParser(res, resp.content, asyncio.get_running_loop())
+    if not isinstance(proto, _StampingHandler) or proto.marks_payload is not resp.content:
+        res.timing_source = TIMING_READ
+        while not parser.finished.done():
+            data = await resp.content.readany()
+            if not data:
+                return False
+            t_read = time.perf_counter_ns()
+            parser.feed(data, None, t_read)
+        parser.finished.result()
+        return parser.got_done
+    # What arrived before the parser was attached, split by the reads that brought it; from
+    # here on the protocol feeds the parser as bytes arrive (nothing runs in between).
+    marks = proto.marks
+    backlog = resp.content.read_nowait()
+    start = marks.nbytes[-1] - len(backlog) if marks.nbytes else 0
+    for arrival, t_read, end in zip(marks.arrival, marks.read, marks.nbytes, strict=True):
+        if end > start:
+            parser.feed(backlog[:end - start], arrival if marks.kernel else None, t_read)
+            backlog, start = backlog[end - start:], end
+    parser.kernel = parser.kernel and marks.kernel
+    proto.events = parser
+    eof = asyncio.ensure_future(resp.content.wait_eof())
+    try:
+        await asyncio.wait((parser.finished, eof), return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        proto.events = None
+        eof.cancel()
+        res.timing_source = TIMING_KERNEL if parser.kernel else TIMING_SOCKET
+    if parser.finished.done():
+        parser.finished.result()
+        return parser.got_done
+    await eof  # raises what ended the stream early (timeout, cut), else the stream just ended
+    return False
 
 
 def _settle_token_counts(res: RequestResult) -> None:

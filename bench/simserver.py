@@ -15,10 +15,18 @@ admitted request its first token and every decoding request `1 + accepted` token
 `spec_accept` (seeded RNG), so chunks carry several tokens. Steps end at absolute deadlines so the
 schedule does not drift.
 
-Truth: every chunk's actual send time (`time.perf_counter_ns()`, taken just before the bytes are
-handed to the socket; CLOCK_MONOTONIC, so comparable across processes on one Linux host) and token
-count is recorded per request, keyed by the client's `X-Request-Id` header. In process read
-`SimServer.truth`; out of process `GET /sim/truth`.
+Truth, per request keyed by the client's `X-Request-Id` header (clock: `time.perf_counter_ns()`,
+CLOCK_MONOTONIC, so comparable across processes on one Linux host): `t_recv_ns`, when the
+request's last byte arrived (the kernel's receive stamp of the socket read that completed it,
+see `bench.netstamp`; `recv_source` says "kernel", or "read" where the kernel gave none), with
+`t_read_ns` (when this server's loop read it) and `t_handler_ns` (when the handler began) beside
+it, so the server's own queueing is visible; and per chunk `[t_sent, tokens, kind, t_write,
+t_returned]`: `t_sent` is the kernel's stamp of the chunk's bytes leaving the socket
+(`send_source: "kernel"`; where there is none, `t_returned` and `"write"`), `t_write` is taken
+just before the write started and `t_returned` after it returned. What the server did, not what
+it planned. `queued_writes` counts writes that the transport had to buffer (sent later, so they
+fall back to `t_returned`; on loopback it stays 0). In process read `SimServer.truth`; out of
+process `GET /sim/truth`.
 
 Faults: `fail_every` (every Nth request answers HTTP `fail_status`), `cut_every` (the stream is
 cut after `fault_after_tokens` tokens), `stall_every` (the stream stops for `stall_s`),
@@ -47,6 +55,8 @@ from typing import Any
 
 from aiohttp import web
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from bench import netstamp
 
 WORDS = (
     "the of and to in is it that for on was with as at by be this from or an are not have "
@@ -196,9 +206,10 @@ class SimServer:
         self._engine_task = asyncio.create_task(self._engine())
         self._runner = web.AppRunner(self.app(), access_log=None, handle_signals=False)
         await self._runner.setup()
-        site = web.TCPSite(self._runner, self.host, self.port, backlog=1024)
+        sock = netstamp.listening_socket(self.host, self.port, backlog=1024)
+        site = web.SockSite(self._runner, sock, backlog=1024)
         await site.start()
-        self.port = int(self._runner.addresses[0][1])
+        self.port = int(sock.getsockname()[1])
         self.base_url = f"http://{self.host}:{self.port}"
         return self.base_url
 
@@ -337,13 +348,18 @@ class SimServer:
         return await self._generate(request, chat=True)
 
     async def _generate(self, request: web.Request, chat: bool) -> web.StreamResponse:
-        t_recv = time.perf_counter_ns()
+        t_handler = time.perf_counter_ns()
         if not self._loaded():
             return self._error(503, "model is loading", "ServiceUnavailableError")
         try:
             body = await request.json()
         except json.JSONDecodeError:
             return self._error(400, "body is not JSON")
+        # The body is read whole and HTTP/1.1 clients do not pipeline, so the latest read on
+        # this connection brought the request's last byte.
+        sock = netstamp.lookup(request.transport)
+        t_read = sock.rx_read_ns if sock is not None else None
+        t_kernel = sock.rx_kernel_ns if sock is not None else None
         if body.get("model") != self.cfg.model:
             return self._error(404, f"The model `{body.get('model')}` does not exist.",
                                "NotFoundError")
@@ -360,9 +376,12 @@ class SimServer:
         self._arrivals += 1
         nth = self._arrivals
         rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
-        record: dict[str, Any] = {"t_recv_ns": t_recv, "prompt_tokens": prompt_tokens,
-                                  "max_tokens": max_tokens, "chunks": [], "status": 200,
-                                  "fault": None}
+        record: dict[str, Any] = {
+            "t_recv_ns": t_kernel or t_read or t_handler,
+            "recv_source": "kernel" if t_kernel else "read" if t_read else "handler",
+            "t_read_ns": t_read, "t_handler_ns": t_handler, "prompt_tokens": prompt_tokens,
+            "max_tokens": max_tokens, "chunks": [], "queued_writes": 0, "status": 200,
+            "fault": None}
         if self.cfg.record_truth:
             self.truth[rid] = record
 
@@ -428,60 +447,91 @@ class SimServer:
             return {"prompt_tokens": req.prompt_tokens, "total_tokens": req.prompt_tokens + done,
                     "completion_tokens": done}
 
+        transport = request.transport
+        sock = netstamp.lookup(transport)
+        unstamped: list[tuple[list[Any], int]] = []  # (chunk, end offset) without a stamp yet
+
         async def send(payload: bytes, n: int, kind: str) -> None:
-            chunks.append([time.perf_counter_ns(), n, kind])
+            t_write = time.perf_counter_ns()
             await resp.write(payload)
+            t_returned = time.perf_counter_ns()
+            queued = transport is not None and transport.get_write_buffer_size() > 0
+            record["queued_writes"] += queued
+            end = None if sock is None or queued else sock.tx_bytes
+            stamp = None if sock is None or end is None else sock.sent_stamp(end)
+            chunk = [t_returned if stamp is None else stamp, n, kind, t_write, t_returned]
+            chunks.append(chunk)
+            if stamp is None:
+                unstamped.append((chunk, -1 if end is None else end))
+
+        def settle_stamps() -> None:
+            """Stamps of bytes TCP sent after the write returned have arrived by the end of the
+            stream; a chunk still without one keeps `t_returned`, and the record says so."""
+            missing = 0
+            for chunk, end in unstamped:
+                stamp = None if sock is None or end < 0 else sock.sent_stamp(end)
+                if stamp is None:
+                    missing += 1
+                else:
+                    chunk[0] = stamp
+            unstamped.clear()
+            record["send_source"] = "write" if missing else "kernel"
+            if sock is not None:
+                sock.forget_sent_before(sock.tx_bytes)
 
         def event(obj: dict[str, Any]) -> bytes:
             return b"data: " + json.dumps(obj, separators=(",", ":")).encode() + b"\n\n"
 
-        if chat:
-            # vLLM sends the role-only chunk as soon as the request is accepted, before prefill.
-            first: dict[str, Any] = {**base, "choices": [{
-                "index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
-                "finish_reason": None}]}
-            if continuous:
-                first["usage"] = usage(0)
-            await send(event(first), 0, "role")
-        done = 0
-        while done < req.max_tokens:
-            n = await req.queue.get()
-            text = "".join(self._text(req.rid, i) for i in range(done, done + n))
-            ids = list(range(done, done + n))
-            done += n
-            finish = "length" if done >= req.max_tokens else None
-            choice: dict[str, Any]
+        try:
             if chat:
-                choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
-                          "finish_reason": finish}
-            else:
-                choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-                          "stop_reason": None}
-            if want_ids:
-                choice["token_ids"] = ids
-            obj: dict[str, Any] = {**base, "choices": [choice]}
-            if continuous:
-                obj["usage"] = usage(done)
-            if fault and done >= self.cfg.fault_after_tokens and done < req.max_tokens:
-                if fault == "cut":
-                    await send(event(obj), n, "content")
-                    record["status"] = "cut"
-                    # Drop the connection without the chunked terminator, like a dying server.
-                    if request.transport is not None:
-                        request.transport.close()
-                    return resp
-                if fault == "stall":
-                    fault = None
-                    await asyncio.sleep(self.cfg.stall_s)
-                elif fault == "malformed":
-                    fault = None
-                    await send(b"data: {\"choices\": [\n\n", 0, "malformed")
-            await send(event(obj), n, "content")
-        if include_usage:
-            await send(event({**base, "choices": [], "usage": usage(done)}), 0, "usage")
-        await send(b"data: [DONE]\n\n", 0, "done")
-        await resp.write_eof()
-        return resp
+                # vLLM sends the role-only chunk as soon as the request is accepted, before prefill.
+                first: dict[str, Any] = {**base, "choices": [{
+                    "index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
+                    "finish_reason": None}]}
+                if continuous:
+                    first["usage"] = usage(0)
+                await send(event(first), 0, "role")
+            done = 0
+            while done < req.max_tokens:
+                n = await req.queue.get()
+                text = "".join(self._text(req.rid, i) for i in range(done, done + n))
+                ids = list(range(done, done + n))
+                done += n
+                finish = "length" if done >= req.max_tokens else None
+                choice: dict[str, Any]
+                if chat:
+                    choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
+                              "finish_reason": finish}
+                else:
+                    choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
+                              "stop_reason": None}
+                if want_ids:
+                    choice["token_ids"] = ids
+                obj: dict[str, Any] = {**base, "choices": [choice]}
+                if continuous:
+                    obj["usage"] = usage(done)
+                if fault and done >= self.cfg.fault_after_tokens and done < req.max_tokens:
+                    if fault == "cut":
+                        await send(event(obj), n, "content")
+                        record["status"] = "cut"
+                        # Drop the connection without the chunked terminator, like a dying server.
+                        if request.transport is not None:
+                            request.transport.close()
+                        return resp
+                    if fault == "stall":
+                        fault = None
+                        await asyncio.sleep(self.cfg.stall_s)
+                    elif fault == "malformed":
+                        fault = None
+                        await send(b"data: {\"choices\": [\n\n", 0, "malformed")
+                await send(event(obj), n, "content")
+            if include_usage:
+                await send(event({**base, "choices": [], "usage": usage(done)}), 0, "usage")
+            await send(b"data: [DONE]\n\n", 0, "done")
+            await resp.write_eof()
+            return resp
+        finally:
+            settle_stamps()
 
 
 async def _sleep_until_ns(deadline_ns: int) -> None:
@@ -517,6 +567,11 @@ class BackgroundSim:
         fut = asyncio.run_coroutine_threadsafe(self.server.start(), self._loop)
         self.base_url = fut.result(timeout=30)
         return self.base_url
+
+    @property
+    def loop(self) -> asyncio.AbstractEventLoop:
+        """The event loop the server runs on (in its own thread)."""
+        return self._loop
 
     def truth(self) -> dict[str, dict[str, Any]]:
         async def copy() -> dict[str, dict[str, Any]]:

@@ -7,7 +7,9 @@ cover the whole point including warm-up (rates such as acceptance are unaffected
 unique and deterministic (seeded per run seed, concurrency and index; the unique words come
 first so no two requests share a prefix-cache block) with the word count calibrated once per
 sweep through `/tokenize` to hit `input_len` tokens; `max_tokens = output_len`, `ignore_eos`,
-`temperature: 0`.
+`temperature: 0`. At most `STARTS_PER_LOOP_TURN` requests start per event-loop turn, so a cohort
+of requests ending together cannot keep the client from reading its sockets (the wait is
+dispatch lag).
 
 Everything the user can get wrong is checked before anything is written: the concurrency list,
 the URL, that the server answers, and that it serves the model (`/v1/models`).
@@ -45,6 +47,10 @@ log = logging.getLogger("bench")
 
 LOOP_LAG_BOUND_MS = 2.0
 LOOP_LAG_INTERVAL_S = 0.005
+# Starting a request costs the client far more than reading an event (aiohttp builds and writes
+# it); when a whole cohort of C requests ends together, C starts in one event-loop turn would
+# keep every socket unread for that long, and events that queue up meanwhile share a stamp.
+STARTS_PER_LOOP_TURN = 8
 
 
 class BenchError(Exception):
@@ -254,6 +260,40 @@ class _LoopLag:
                 pass
 
 
+class _StartGate:
+    """Lets at most `per_turn` requests start per event-loop turn; the rest wait, in order, for
+    the next turns, so reads are serviced in between (the wait shows as dispatch lag)."""
+
+    def __init__(self, per_turn: int) -> None:
+        self.per_turn = per_turn
+        self._started = 0
+        self._reset_scheduled = False
+        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
+
+    async def wait(self) -> None:
+        if self._started < self.per_turn and not self._waiting:
+            self._take()
+            return
+        fut = asyncio.get_running_loop().create_future()
+        self._waiting.append(fut)
+        await fut
+
+    def _take(self) -> None:
+        self._started += 1
+        if not self._reset_scheduled:
+            self._reset_scheduled = True
+            asyncio.get_running_loop().call_soon(self._next_turn)
+
+    def _next_turn(self) -> None:
+        self._started = 0
+        self._reset_scheduled = False
+        while self._waiting and self._started < self.per_turn:
+            fut = self._waiting.popleft()
+            if not fut.done():
+                self._take()
+                fut.set_result(None)
+
+
 def _rel_s(t_ns: int | None, t0_ns: int) -> float | None:
     return None if t_ns is None else round((t_ns - t0_ns) / 1e9, 9)
 
@@ -283,6 +323,7 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
         sampler.start()
         lag.start()
         cpu0, wall0 = time.process_time(), time.perf_counter()
+        gate = _StartGate(STARTS_PER_LOOP_TURN)
 
         async def worker() -> None:
             nonlocal next_index
@@ -290,6 +331,7 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
             while next_index < total:
                 i = next_index
                 next_index += 1
+                await gate.wait()
                 spec = client.RequestSpec(rid=f"{run_id}-c{c}-{i}", model=cfg.model,
                                           prompt=prompts[i], max_tokens=cfg.output_len,
                                           api=cfg.api)
@@ -322,13 +364,22 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
     point["server"] = server
     dispatch = [(r.t_send_ns - r.t_intended_ns) / 1e6 for r in measured
                 if r.t_intended_ns is not None]
+    request_path = [(r.t_send_ns - r.t_call_ns) / 1e6 for r in measured
+                    if r.t_call_ns is not None and r.send_source == client.SEND_WRITE]
     loop_lag = summarize(lag.lags_ms)
     dispatch_s = summarize(dispatch)
     p99s = [v for v in (loop_lag["p99"], dispatch_s["p99"]) if v is not None]
+    ok = [r for r in measured if r.ok]
+    n_events = sum(len(r.chunk_t_ns) for r in ok)
+    coalesced = sum(r.coalesced for r in ok)
     point["client"] = {
         "cpu_pct": round(100 * cpu / wall, 1) if wall > 0 else None,
         "loop_lag_ms": loop_lag,
         "dispatch_lag_ms": dispatch_s,
+        "request_path_ms": summarize(request_path),
+        "read_lag_ms": summarize([lag / 1e6 for r in ok for lag in r.read_lag_ns]),
+        "coalesced_events": coalesced,
+        "coalesced_frac": coalesced / n_events if n_events else None,
         "client_bound": bool(p99s and max(p99s) > LOOP_LAG_BOUND_MS),
         "client_bound_threshold_ms": LOOP_LAG_BOUND_MS,
     }
@@ -397,11 +448,14 @@ def _request_row(r: client.RequestResult, c: int, i: int, warm: bool,
     row: dict[str, Any] = {
         "concurrency": c, "index": i, "rid": r.rid, "warmup": warm, "ok": r.ok,
         "error_kind": r.error_kind, "error": r.error,
-        "t_intended_s": _rel_s(r.t_intended_ns, t0), "t_send_s": _rel_s(r.t_send_ns, t0),
-        "t_first_s": _rel_s(r.t_first_ns, t0), "t_last_s": _rel_s(r.t_last_ns, t0),
-        "t_end_s": _rel_s(r.t_end_ns, t0),
+        "t_intended_s": _rel_s(r.t_intended_ns, t0), "t_call_s": _rel_s(r.t_call_ns, t0),
+        "t_send_s": _rel_s(r.t_send_ns, t0), "send_source": r.send_source,
+        "t_first_s": _rel_s(r.t_first_ns, t0), "t_first_read_s": _rel_s(r.t_first_read_ns, t0),
+        "t_first_parse_s": _rel_s(r.t_first_parse_ns, t0),
+        "t_last_s": _rel_s(r.t_last_ns, t0), "t_end_s": _rel_s(r.t_end_ns, t0),
         "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens,
         "tokens_source": r.tokens_source, "timing_source": r.timing_source,
+        "coalesced": r.coalesced,
         "chunk_t_s": [_rel_s(t, t0) for t in r.chunk_t_ns],
         "chunk_tokens": r.chunk_tokens,
     }

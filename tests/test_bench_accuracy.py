@@ -1,13 +1,15 @@
 """The client's numbers against the simulated server's recorded truth (same clock, in process).
 
-Truth is the simulator's `perf_counter_ns()` taken just before each chunk's bytes go to the
-socket; the client stamps the socket read that brought them. Server and client share one event
-loop and two cores in these tests, so the gap between the two is the time to hand the bytes
-across loopback plus however long the loop was busy with the other streams of the same engine
-step: under 1 ms typically at C=8, with scheduler noise on a loaded CI box. We therefore hold:
-every measured arrival is at or after its true send (causality: a stamp from the wrong read
-breaks this), the median error is under 1 ms and the p95 under 5 ms (the tail is the machine's,
-not the client's: other processes on a 2-core box preempt either side); counts are exact.
+Truth per chunk is the kernel's stamp of its bytes leaving the simulator's socket (`t_sent`,
+index 0), with the simulator's `perf_counter_ns()` just before the write began (`t_write`,
+index 3); the client's arrival is the kernel's receive stamp of the read that brought the bytes,
+and its `t_send` the start of the request's write, so none of them depends on when the shared
+event loop got round to it. We hold: every measured arrival is at or after its true send and
+after the start of the write (causality: a stamp from the wrong read breaks this), arrival minus
+true send has median under 0.25 ms and p95 under 1 ms, TTFT minus the server's true TTFT (first
+send after the request's bytes arrived) likewise; counts are exact. Typical values are a few
+microseconds; the bounds leave room for a loaded 2-core CI box, where the shared loop can be
+late to read and then several events share the newest stamp.
 """
 
 from __future__ import annotations
@@ -43,21 +45,31 @@ def mtp_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[dict, dict, list[
 
 
 def test_chunk_arrivals_follow_true_send_times(mtp_run: tuple[dict, dict, list[dict]]) -> None:
-    """Per chunk: measured arrival - true send is >= 0, median < 1 ms, p95 < 5 ms."""
+    """Per chunk: arrival - start of true send >= 0; arrival - true send median < 0.25 ms, p95 < 1."""
     doc, truth, rows = mtp_run
     errors_ms = []
+    after_write_start_ms = []
     for row in rows:
         assert row["ok"], row
-        assert row["timing_source"] == "socket"
+        assert row["timing_source"] == "kernel"
+        assert row["send_source"] == "write"
         true = _truth_content(truth, row["rid"])
         assert len(true) == len(row["chunk_t_s"])
         t0 = _run_origin_ns(row, doc)
-        for (t_true, _, _), t_rel in zip(true, row["chunk_t_s"], strict=True):
-            err = (t0 + t_rel * 1e9 - t_true) / MS
-            errors_ms.append(err)
-    assert min(errors_ms) >= -0.01, "a chunk was stamped before the server sent it"
-    assert median(errors_ms) < 1.0
-    assert summarize(errors_ms)["p95"] < 5.0
+        assert truth[row["rid"]]["send_source"] == "kernel"
+        for (t_sent, _, _, t_write, _), t_rel in zip(true, row["chunk_t_s"], strict=True):
+            errors_ms.append((t0 + t_rel * 1e9 - t_sent) / MS)
+            after_write_start_ms.append((t0 + t_rel * 1e9 - t_write) / MS)
+    assert min(after_write_start_ms) >= -0.01, "a chunk was stamped before the server sent it"
+    assert min(errors_ms) >= -0.01, "a chunk was stamped before its bytes left the server"
+    assert abs(median(errors_ms)) < 0.25
+    assert _p95(errors_ms) < 1.0
+
+
+def _p95(values: list[float]) -> float:
+    p95 = summarize(values)["p95"]
+    assert p95 is not None, "no samples"
+    return float(p95)
 
 
 def _run_origin_ns(row: dict, doc: dict) -> float:
@@ -102,21 +114,28 @@ def test_itl_is_per_token_when_chunks_carry_several(mtp_run: tuple[dict, dict, l
 
 
 def test_ttft_tpot_and_throughput_match_truth(mtp_run: tuple[dict, dict, list[dict]]) -> None:
-    """TTFT never below truth, median within 1 ms; TPOT median within 0.05 ms; tok/s within 3 %."""
+    """TTFT never below truth, within 0.25 ms (median) / 1 ms (p95) of the server's; TPOT median
+    within 0.05 ms; tok/s within 3 %."""
     doc, truth, rows = mtp_run
     measured = [r for r in rows if not r["warmup"]]
     first_send = min(r["t_send_s"] for r in measured)
     last_true = 0.0
-    ttft_err, tpot_err = [], []
+    ttft_err, ttft_vs_server, tpot_err = [], [], []
     for row in measured:
         t0 = _run_origin_ns(row, doc)
         true = _truth_content(truth, row["rid"])
+        rec = truth[row["rid"]]
+        assert rec["recv_source"] == "kernel"
         t_send = t0 + row["t_send_s"] * 1e9
-        ttft_err.append(row["ttft_ms"] - (true[0][0] - t_send) / MS)
+        assert rec["t_recv_ns"] >= t_send, "the server got the request before the client sent it"
+        ttft_err.append(row["ttft_ms"] - (true[0][3] - t_send) / MS)
+        ttft_vs_server.append(row["ttft_ms"] - (true[0][0] - rec["t_recv_ns"]) / MS)
         tpot_err.append(row["tpot_ms"] - (true[-1][0] - true[0][0]) / MS / 40)
         last_true = max(last_true, (true[-1][0] - t0) / 1e9)
     assert min(ttft_err) >= 0
     assert median(ttft_err) < 1.0
+    assert abs(median(ttft_vs_server)) < 0.25
+    assert _p95([abs(e) for e in ttft_vs_server]) < 1.0
     assert abs(median(tpot_err)) < 0.05
     true_tok_s = 24 * 41 / (last_true - first_send)
     assert doc["points"][0]["output_tok_s"] == pytest.approx(true_tok_s, rel=0.03)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import os
 import signal
@@ -38,6 +39,37 @@ def test_parse_concurrency() -> None:
                       ("2,2", "twice"), ("1.5", "'1.5'")):
         with pytest.raises(ValueError, match=word):
             sweep.parse_concurrency(bad)
+
+
+def test_start_gate_spreads_a_burst_over_loop_turns() -> None:
+    """20 workers freed in the same turn start at most 8 per turn, in order, and reads (any
+    other callback) run in the turns between."""
+
+    async def go() -> tuple[list[int], list[int]]:
+        gate = sweep._StartGate(8)
+        turn = 0
+        turns_seen: list[int] = []
+        order: list[int] = []
+
+        def tick() -> None:
+            nonlocal turn
+            turn += 1
+            if turn < 10:
+                asyncio.get_running_loop().call_soon(tick)
+
+        async def worker(i: int) -> None:
+            await gate.wait()
+            order.append(i)
+            turns_seen.append(turn)
+
+        asyncio.get_running_loop().call_soon(tick)
+        await asyncio.gather(*(worker(i) for i in range(20)))
+        return order, turns_seen
+
+    order, turns = asyncio.run(go())
+    assert order == list(range(20))
+    per_turn = [turns.count(t) for t in sorted(set(turns))]
+    assert max(per_turn) <= 8 and len(per_turn) >= 3
 
 
 def test_stats_linear_percentiles() -> None:
