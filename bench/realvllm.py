@@ -40,9 +40,10 @@ SETUP_MARKER = ".gx10-setup-done"
 MODEL_MARKER = ".gx10-model-done"
 # PyPI's builds of these are CUDA builds that break `import transformers` beside torch+cpu.
 CUDA_ONLY_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
+NGRAM_DRAFT_TOKENS = 3
 NGRAM_SPEC_CONFIG = {
     "method": "ngram",
-    "num_speculative_tokens": 3,
+    "num_speculative_tokens": NGRAM_DRAFT_TOKENS,
     "prompt_lookup_max": 4,
     "prompt_lookup_min": 2,
 }
@@ -838,6 +839,46 @@ def metric_values(text: str, name: str) -> dict[tuple[tuple[str, str], ...], flo
         )
         out[pairs] = float(value)
     return out
+
+
+TOKEN_COUNTERS = (
+    "prompt_tokens",
+    "generation_tokens",
+    "spec_decode_num_drafts",
+    "spec_decode_num_draft_tokens",
+    "spec_decode_num_accepted_tokens",
+)
+
+
+def read_counters(base_url: str, model: str = SERVED_MODEL_NAME) -> dict[str, float]:
+    """vLLM's token and speculative-decoding counters (``vllm:<name>_total``) for ``model``.
+
+    Read with this module's own line parser, not ``bench.servermetrics`` (prometheus_client), so
+    a test can check the harness's deltas against an independent reading. Accepted tokens per
+    draft position come as ``accepted_per_pos_<i>``; counters the server lacks are left out.
+    """
+    text = http_get(f"{base_url}/metrics")[1].decode()
+    out: dict[str, float] = {}
+    for name in TOKEN_COUNTERS:
+        values = [
+            v
+            for labels, v in metric_values(text, f"vllm:{name}_total").items()
+            if dict(labels).get("model_name") == model
+        ]
+        if values:
+            out[name] = sum(values)
+    per_pos = metric_values(text, "vllm:spec_decode_num_accepted_tokens_per_pos_total")
+    for labels, v in per_pos.items():
+        d = dict(labels)
+        if d.get("model_name") == model:
+            key = f"accepted_per_pos_{d['position']}"
+            out[key] = out.get(key, 0.0) + v
+    return out
+
+
+def counter_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """``after - before`` for every counter present in ``after``."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
 
 
 def stream_json(url: str, payload: dict[str, Any]) -> list[Any]:
