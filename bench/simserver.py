@@ -54,7 +54,7 @@ from dataclasses import dataclass, field, fields
 from typing import Any
 
 from aiohttp import web
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from bench import netstamp
 
@@ -309,17 +309,23 @@ class SimServer:
         return web.Response(status=200)
 
     async def _version(self, request: web.Request) -> web.Response:
-        return web.json_response({"version": self.cfg.version})
+        return _json({"version": self.cfg.version})
 
     async def _models(self, request: web.Request) -> web.Response:
         created = int(time.time())
+        permission = {"id": f"modelperm-{uuid.uuid4().hex[:16]}", "object": "model_permission",
+                      "created": created, "allow_create_engine": False, "allow_sampling": True,
+                      "allow_logprobs": True, "allow_search_indices": False, "allow_view": True,
+                      "allow_fine_tuning": False, "organization": "*", "group": None,
+                      "is_blocking": False}
         card = {"id": self.cfg.model, "object": "model", "created": created, "owned_by": "vllm",
-                "root": self.cfg.model, "parent": None, "max_model_len": self.cfg.max_model_len}
-        return web.json_response({"object": "list", "data": [card]})
+                "root": self.cfg.model, "parent": None, "max_model_len": self.cfg.max_model_len,
+                "permission": [permission]}
+        return _json({"object": "list", "data": [card]})
 
     async def _metrics(self, request: web.Request) -> web.Response:
         body = generate_latest(self.metrics.registry)
-        return web.Response(body=body, content_type="text/plain", charset="utf-8")
+        return web.Response(body=body, headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def _truth(self, request: web.Request) -> web.Response:
         return web.json_response(self.truth)
@@ -334,11 +340,13 @@ class SimServer:
             count = chat_prompt_tokens(body["messages"])
         else:
             count = count_tokens(str(body.get("prompt", "")))
-        return web.json_response({"count": count, "max_model_len": self.cfg.max_model_len,
-                                  "tokens": list(range(count))})
+        return _json({"count": count, "max_model_len": self.cfg.max_model_len,
+                      "tokens": list(range(count)), "token_strs": None})
 
-    def _error(self, status: int, message: str, kind: str = "BadRequestError") -> web.Response:
-        return web.json_response({"error": {"message": message, "type": kind, "code": status}},
+    def _error(self, status: int, message: str, kind: str = "BadRequestError",
+               param: str | None = None) -> web.Response:
+        error = {"message": message, "type": kind, "param": param, "code": status}
+        return _json({"error": error},
                                  status=status)
 
     async def _completions(self, request: web.Request) -> web.StreamResponse:
@@ -361,8 +369,8 @@ class SimServer:
         t_read = sock.rx_read_ns if sock is not None else None
         t_kernel = sock.rx_kernel_ns if sock is not None else None
         if body.get("model") != self.cfg.model:
-            return self._error(404, f"The model `{body.get('model')}` does not exist.",
-                               "NotFoundError")
+            return self._error(404, f"The model `{body.get('model')}` does not exist. "
+                               f"Valid aliases: {self.cfg.model}.", "NotFoundError", "model")
         if chat:
             messages = body.get("messages")
             if not isinstance(messages, list):
@@ -371,8 +379,23 @@ class SimServer:
         else:
             prompt_tokens = count_tokens(str(body.get("prompt", "")))
         max_tokens = int(body.get("max_tokens") or body.get("max_completion_tokens") or 16)
-        if prompt_tokens + max_tokens > self.cfg.max_model_len:
-            return self._error(400, "prompt plus max_tokens exceed max_model_len")
+        limit = self.cfg.max_model_len
+        if max_tokens > limit:
+            return self._error(400, f"max_tokens={max_tokens} cannot be greater than "
+                               f"max_model_len={limit}. Please request fewer output tokens. "
+                               f"(parameter=max_tokens, value={max_tokens})", param="max_tokens")
+        if prompt_tokens > limit:
+            return self._error(400, f"This model's maximum context length is {limit} tokens. "
+                               f"However, your prompt contains at least {prompt_tokens} input "
+                               "tokens, which exceeds this limit even without any output tokens. "
+                               "Please reduce the length of the input prompt. "
+                               f"(parameter=input_tokens, value={prompt_tokens})",
+                               param="input_tokens")
+        # Like vLLM: max_tokens shrinks to what the context has room for.
+        max_tokens = min(max_tokens, limit - prompt_tokens)
+        if max_tokens < 1:
+            return self._error(400, "max_tokens must be at least 1, got 0. "
+                               "(parameter=max_tokens, value=0)", param="max_tokens")
         self._arrivals += 1
         nth = self._arrivals
         rid = request.headers.get("X-Request-Id") or uuid.uuid4().hex
@@ -411,19 +434,36 @@ class SimServer:
         while req.generated < req.max_tokens:
             await req.queue.get()
         text = "".join(self._text(req.rid, i) for i in range(req.max_tokens))
-        usage = {"prompt_tokens": req.prompt_tokens, "completion_tokens": req.max_tokens,
-                 "total_tokens": req.prompt_tokens + req.max_tokens}
+        usage = {"prompt_tokens": req.prompt_tokens, "total_tokens": req.prompt_tokens
+                 + req.max_tokens, "completion_tokens": req.max_tokens,
+                 "prompt_tokens_details": None, "completion_tokens_details": None}
+        want_ids = bool(body.get("return_token_ids"))
+        ids = list(range(req.max_tokens)) if want_ids else None
+        prompt_ids = list(range(req.prompt_tokens)) if want_ids else None
+        # The fields and their order are vLLM 0.32's (tests/realvllm/real_vllm_shapes.json).
         choice: dict[str, Any]
         if chat:
-            choice = {"index": 0, "message": {"role": "assistant", "content": text},
-                      "finish_reason": "length"}
+            message = {"role": "assistant", "content": text, "refusal": None, "annotations": None,
+                       "audio": None, "function_call": None, "reasoning": None}
+            choice = {"index": 0, "message": message, "logprobs": None, "finish_reason": "length",
+                      "stop_reason": None, "token_ids": ids, "routed_experts": None}
         else:
-            choice = {"index": 0, "text": text, "finish_reason": "length"}
-        return web.json_response({
+            choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": "length",
+                      "stop_reason": None, "token_ids": ids, "prompt_logprobs": None,
+                      "prompt_token_ids": prompt_ids, "routed_experts": None}
+        out: dict[str, Any] = {
             "id": ("chatcmpl-" if chat else "cmpl-") + req.rid,
             "object": "chat.completion" if chat else "text_completion",
-            "created": int(time.time()), "model": self.cfg.model,
-            "choices": [choice], "usage": usage})
+            "created": int(time.time()), "model": self.cfg.model, "choices": [choice],
+            "service_tier": None, "system_fingerprint": self._fingerprint(), "usage": usage}
+        if chat:
+            out.update(prompt_logprobs=None, prompt_token_ids=prompt_ids, prompt_text=None)
+        out.update(kv_transfer_params=None, ec_transfer_params=None, metrics=None)
+        return _json(out)
+
+    def _fingerprint(self) -> str:
+        """vLLM's `system_fingerprint`: the version and a per-server hash."""
+        return f"vllm-{self.cfg.version}-{zlib.crc32(self.cfg.model.encode()):08x}"
 
     @staticmethod
     def _text(rid: str, i: int) -> str:
@@ -435,7 +475,7 @@ class SimServer:
         include_usage = bool(opts.get("include_usage"))
         continuous = include_usage and bool(opts.get("continuous_usage_stats"))
         want_ids = bool(body.get("return_token_ids"))
-        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream",
+        resp = web.StreamResponse(headers={"Content-Type": "text/event-stream; charset=utf-8",
                                            "Cache-Control": "no-cache"})
         await resp.prepare(request)
         base = {"id": ("chatcmpl-" if chat else "cmpl-") + req.rid,
@@ -443,9 +483,13 @@ class SimServer:
                 "created": int(time.time()), "model": self.cfg.model}
         chunks: list[list[Any]] = record["chunks"]
 
-        def usage(done: int) -> dict[str, int]:
-            return {"prompt_tokens": req.prompt_tokens, "total_tokens": req.prompt_tokens + done,
-                    "completion_tokens": done}
+        def usage(done: int, details: bool = False) -> dict[str, int | None]:
+            u: dict[str, int | None] = {"prompt_tokens": req.prompt_tokens,
+                                        "total_tokens": req.prompt_tokens + done,
+                                        "completion_tokens": done}
+            if details:  # vLLM's running usage in chat chunks carries this key; the rest do not
+                u["completion_tokens_details"] = None
+            return u
 
         transport = request.transport
         sock = netstamp.lookup(transport)
@@ -489,7 +533,9 @@ class SimServer:
                     "index": 0, "delta": {"role": "assistant", "content": ""}, "logprobs": None,
                     "finish_reason": None}]}
                 if continuous:
-                    first["usage"] = usage(0)
+                    first["usage"] = usage(0, details=True)
+                first["prompt_token_ids"] = list(range(req.prompt_tokens)) if want_ids else None
+                first["prompt_text"] = None
                 await send(event(first), 0, "role")
             done = 0
             while done < req.max_tokens:
@@ -498,18 +544,24 @@ class SimServer:
                 ids = list(range(done, done + n))
                 done += n
                 finish = "length" if done >= req.max_tokens else None
+                # The keys and their order are vLLM 0.32's (tests/realvllm/real_vllm_shapes.json).
                 choice: dict[str, Any]
                 if chat:
                     choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
                               "finish_reason": finish}
+                    if finish:
+                        choice["stop_reason"] = None
                 else:
+                    first_ids = want_ids and done == n
                     choice = {"index": 0, "text": text, "logprobs": None, "finish_reason": finish,
-                              "stop_reason": None}
-                if want_ids:
-                    choice["token_ids"] = ids
+                              "stop_reason": None,
+                              "prompt_token_ids": list(range(req.prompt_tokens)) if first_ids else None}
+                choice["token_ids"] = ids if want_ids else None
                 obj: dict[str, Any] = {**base, "choices": [choice]}
                 if continuous:
-                    obj["usage"] = usage(done)
+                    obj["usage"] = usage(done, details=chat)
+                if finish and not include_usage:
+                    obj["system_fingerprint"] = self._fingerprint()
                 if fault and done >= self.cfg.fault_after_tokens and done < req.max_tokens:
                     if fault == "cut":
                         await send(event(obj), n, "content")
@@ -526,12 +578,19 @@ class SimServer:
                         await send(b"data: {\"choices\": [\n\n", 0, "malformed")
                 await send(event(obj), n, "content")
             if include_usage:
-                await send(event({**base, "choices": [], "usage": usage(done)}), 0, "usage")
+                await send(event({**base, "choices": [], "usage": usage(done),
+                                  "system_fingerprint": self._fingerprint()}), 0, "usage")
             await send(b"data: [DONE]\n\n", 0, "done")
             await resp.write_eof()
             return resp
         finally:
             settle_stamps()
+
+
+def _json(obj: Any, status: int = 200) -> web.Response:
+    """A JSON answer with vLLM's exact Content-Type (aiohttp's json_response adds a charset)."""
+    return web.Response(body=json.dumps(obj, separators=(",", ":")).encode(), status=status,
+                        headers={"Content-Type": "application/json"})
 
 
 async def _sleep_until_ns(deadline_ns: int) -> None:

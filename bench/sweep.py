@@ -5,8 +5,9 @@ ends); the first `warmup` requests (default C) run as part of the same loop, so 
 starts in steady state, and are excluded from every client-side number. Server counter deltas
 cover the whole point including warm-up (rates such as acceptance are unaffected). Prompts are
 unique and deterministic (seeded per run seed, concurrency and index; the unique words come
-first so no two requests share a prefix-cache block) with the word count calibrated once per
-sweep through `/tokenize` to hit `input_len` tokens; `max_tokens = output_len`, `ignore_eos`,
+first so no two requests share a prefix-cache block), each fitted through `/tokenize` to
+`input_len` tokens where the server has it (a real tokenizer gives a word one to several tokens,
+so one word count does not fit every prompt); `max_tokens = output_len`, `ignore_eos`,
 `temperature: 0`. At most `STARTS_PER_LOOP_TURN` requests start per event-loop turn, so a cohort
 of requests ending together cannot keep the client from reading its sockets (the wait is
 dispatch lag).
@@ -219,18 +220,69 @@ async def _count_tokens(session: aiohttp.ClientSession, cfg: SweepConfig,
         return None
 
 
+FIT_TRIES = 12  # /tokenize calls to find the word count, per prompt
+FILL_TRIES = 48  # words tried, to fill a gap that one word more overshoots
+FIT_PARALLEL = 8
+
+
+async def fit_prompt(session: aiohttp.ClientSession, cfg: SweepConfig, c: int, i: int,
+                     words: int) -> tuple[str, int | None]:
+    """Prompt `i` of point `c` with `input_len` tokens by the server's `/tokenize`, and its count.
+
+    Real tokenizers give a word one to several tokens, so the word count that hits the target
+    differs per prompt: search it from `words` (adding a word never removes tokens), then, when
+    one word more overshoots, append other words that do not, until the count is exact. Returns
+    the closest prompt not over the target when that fails, and count None without `/tokenize`.
+    """
+    target = cfg.input_len
+    counts: dict[int, int] = {}
+    lo, hi = 0, None  # the largest word count known under the target, the smallest over it
+    w = max(1, words)
+    for _ in range(FIT_TRIES):
+        n = await _count_tokens(session, cfg, make_prompt(cfg.seed, c, i, w))
+        if n is None:
+            return make_prompt(cfg.seed, c, i, max(1, words)), None
+        counts[w] = n
+        if n == target:
+            return make_prompt(cfg.seed, c, i, w), n
+        if n < target:
+            lo = max(lo, w)
+        else:
+            hi = w if hi is None else min(hi, w)
+        if hi is not None and hi - lo <= 1:
+            break
+        step = round((target - n) * w / n) or (1 if n < target else -1)
+        w = min(max(w + step, lo + 1), hi - 1 if hi is not None else w + step)
+    if lo == 0:
+        return make_prompt(cfg.seed, c, i, 1), counts.get(1)
+    prompt, n = make_prompt(cfg.seed, c, i, lo), counts[lo]
+    rng = random.Random(f"fill/{cfg.seed}/{c}/{i}")
+    for word in rng.sample(WORDS, min(FILL_TRIES, len(WORDS))):
+        m = await _count_tokens(session, cfg, f"{prompt} {word}")
+        if m is not None and m <= target:
+            prompt, n = f"{prompt} {word}", m
+            if n == target:
+                break
+    return prompt, n
+
+
+async def fit_prompts(cfg: SweepConfig, c: int, total: int, words: int) -> list[str]:
+    """The prompts of one point, each fitted to `input_len` tokens (before the point starts)."""
+    sem = asyncio.Semaphore(FIT_PARALLEL)
+    async with client.make_session(FIT_PARALLEL, cfg.timeouts) as session:
+        async def one(i: int) -> str:
+            async with sem:
+                return (await fit_prompt(session, cfg, c, i, words))[0]
+        return list(await asyncio.gather(*(one(i) for i in range(total))))
+
+
 async def calibrate_words(cfg: SweepConfig) -> tuple[int, bool]:
     """Words per prompt that make `input_len` tokens; (words, calibrated via /tokenize?)."""
-    words = cfg.input_len
     async with client.make_session(1, cfg.timeouts) as session:
-        for _ in range(6):
-            count = await _count_tokens(session, cfg, make_prompt(cfg.seed, 0, 0, words))
-            if count is None:
-                return cfg.input_len, False
-            if count == cfg.input_len:
-                return words, True
-            words = max(1, words + (cfg.input_len - count))
-    return words, True
+        prompt, count = await fit_prompt(session, cfg, 0, 0, cfg.input_len)
+    if count is None:
+        return cfg.input_len, False
+    return len(prompt.split()), True
 
 
 # -- one point ---------------------------------------------------------------------------------
@@ -305,11 +357,17 @@ def _meets_slo(cfg: SweepConfig, m: dict[str, Any]) -> bool:
 
 
 async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: int,
-                    progress: bool) -> tuple[dict[str, Any], list[dict[str, Any]]]:
-    """Run one closed-loop point; return (point summary, one row per request)."""
+                    progress: bool, fit: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+    """Run one closed-loop point; return (point summary, one row per request).
+
+    `fit`: fit every prompt to `input_len` tokens with `/tokenize`, else use `words` words.
+    """
     n_warm, n_meas = cfg.warmup_for(c), cfg.requests_for(c)
     total = n_warm + n_meas
-    prompts = [make_prompt(cfg.seed, c, i, words) for i in range(total)]
+    if fit:
+        prompts = await fit_prompts(cfg, c, total, words)
+    else:
+        prompts = [make_prompt(cfg.seed, c, i, words) for i in range(total)]
     got: list[client.RequestResult | None] = [None] * total
     next_index = 0
     bar = tqdm(total=total, desc=f"C={c}", unit="req", disable=not progress, leave=True)
@@ -528,7 +586,7 @@ async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
         for c in todo:
             log.info("point C=%d: %d warm-up + %d measured requests", c, cfg.warmup_for(c),
                      cfg.requests_for(c))
-            point, rows = await run_point(cfg, c, words, run_id, t0, progress)
+            point, rows = await run_point(cfg, c, words, run_id, t0, progress, fit=calibrated)
             point["run_id"] = run_id
             point["t0_perf_ns"] = t0
             for r in rows:

