@@ -198,10 +198,15 @@ def lab(simcluster: Any, vllm_cpu: tuple[Path, Path],
         for path in private_paths(venv):
             bind_into_head(sim, path)
             bound.append(path)
-        found = sim.node_run("head", f"{shlex.quote(str(venv / 'bin' / 'vllm'))} --version")
-        assert found.returncode == 0 and VLLM_CPU_VERSION in found.stdout, found.stdout + found.stderr
+        # the venv's interpreter and packages, as the head sees them (importing vLLM takes 10-20 s)
+        found = sim.node_run("head", f"{shlex.quote(str(venv / 'bin' / 'python'))} -c "
+                             "'import importlib.metadata as m; print(m.version(\"vllm-cpu\"))'")
+        assert found.stdout.strip() == VLLM_CPU_VERSION, found.stdout + found.stderr
         yield {"sim": sim, "cfg": cfg, "venv": venv}
     finally:
+        # the engine's output, kept beside the results for a failed run
+        log = sim.node_run("head", "cat /root/.cache/gx10-standin/vllm_node/engine.log")
+        (base / "engine.log").write_text(log.stdout)
         reset(sim)  # containers (the engine goes with the head's), record, port 8000
         unbind_from_head(sim, bound)
         each_node(sim, f"podman rmi -f {IMAGE} >/dev/null 2>&1; rm -rf {MODEL_ROOT}/{HF_ID.split('/')[0]}; true")
@@ -218,13 +223,16 @@ def lab(simcluster: Any, vllm_cpu: tuple[Path, Path],
 def test_launch_bench_report_stop_on_a_real_vllm_server(lab: dict[str, Any]) -> None:
     sim, cfg = lab["sim"], lab["cfg"]
     results = cfg.parent / "results"
+    t0 = time.monotonic()
     staged = inv(cfg, "stage", "--model", MODEL)
     assert staged.returncode == 0, staged.stdout + staged.stderr
+    stage_s = time.monotonic() - t0
 
+    phases: dict[str, float] = {"stage": stage_s}
     t0 = time.monotonic()
     r = inv(cfg, "launch", "--model", MODEL, "--timeout", "5", timeout=420)
     assert r.returncode == 0, r.stdout + r.stderr
-    took = time.monotonic() - t0
+    phases["launch"] = time.monotonic() - t0
     assert f"{MODEL} is serving {SERVED_MODEL_NAME} at http://{sim.nodes['head'].mgmt}:8000/v1 " \
            f"(vLLM {VLLM_CPU_VERSION}): loaded in" in r.stdout, r.stdout
     for node, found in containers(sim).items():
@@ -239,9 +247,11 @@ def test_launch_bench_report_stop_on_a_real_vllm_server(lab: dict[str, Any]) -> 
     assert f"{HF_ID}" in Path(f"/proc/{api}/cmdline").read_text().replace("\0", " ")
     counted = server_counters(sim)
 
+    t0 = time.monotonic()
     b = inv(cfg, "bench", "--model", MODEL, "--concurrency", ",".join(map(str, CONCURRENCY)),
             "--input-len", str(INPUT_LEN), "--output-len", str(OUTPUT_LEN), "--requests", str(REQUESTS), timeout=300)
     assert b.returncode == 0, b.stdout + b.stderr
+    phases["bench"] = time.monotonic() - t0
     doc = json.loads((results / MODEL / "results.json").read_text())
     assert doc["model"] == SERVED_MODEL_NAME and doc["label"] == MODEL
     assert doc["server_version"] == VLLM_CPU_VERSION  # the real server, not "+sim"
@@ -264,8 +274,10 @@ def test_launch_bench_report_stop_on_a_real_vllm_server(lab: dict[str, Any]) -> 
     assert now["prompt_tokens_total"] - counted["prompt_tokens_total"] == sum(r["prompt_tokens"] for r in rows)
     assert now["request_success_total"] - counted["request_success_total"] == len(rows)
 
+    t0 = time.monotonic()
     rep = inv(cfg, "report", "--model", MODEL, "--load-only", timeout=300)
     assert rep.returncode == 0, rep.stdout + rep.stderr
+    phases["report"] = time.monotonic() - t0
     table = (results / MODEL / "table.md").read_text()
     assert f"vLLM {VLLM_CPU_VERSION};" in table and "imulated" not in table, table
     assert all(f"\n| {c}" in table for c in CONCURRENCY), table
@@ -273,6 +285,7 @@ def test_launch_bench_report_stop_on_a_real_vllm_server(lab: dict[str, Any]) -> 
         for ext in ("png", "svg"):
             assert (results / MODEL / f"{fig}.{ext}").stat().st_size > 0
 
+    t0 = time.monotonic()
     s = inv(cfg, "stop")
     assert s.returncode == 0, s.stdout + s.stderr
     assert f"stopping {MODEL} (by its API): vllm_node on head, vllm_node on w1, vllm_node on w2, vllm_node on w3" \
@@ -284,4 +297,5 @@ def test_launch_bench_report_stop_on_a_real_vllm_server(lab: dict[str, Any]) -> 
         time.sleep(0.2)
     assert not [p for p in engine if alive(p)], "vLLM processes outlived the head container"
     assert api_listener(sim) is None
-    print(f"launch to healthy {took:.0f} s")
+    phases["stop"] = time.monotonic() - t0
+    print("e2e-real phases: " + ", ".join(f"{k} {v:.1f} s" for k, v in phases.items()))
