@@ -54,10 +54,16 @@ def each_node(sim: Any, cmd: str) -> dict[str, subprocess.CompletedProcess[str]]
 def install(sim: Any) -> None:
     """Both models' test images on every node (one ID each), the stand-in repo on the head with
     its `.env` (nodes by fabric address, head first) and `standin.env` (the Python to run)."""
-    python, pythonpath = node_python()
+    node_python()  # raises NoNodePython before anything is built
     for image, transformers in IMAGES.items():
         sim.build_test_image("head", image, transformers=transformers)
         sim.distribute_test_image(image)
+    install_repo(sim)
+
+
+def install_repo(sim: Any) -> None:
+    """Only the stand-in repo on the head, with its `.env` and `standin.env` (no images)."""
+    python, pythonpath = node_python()
     nodes = ",".join(sim.nodes[n].fabric for n in sim.node_names)
     sim.node_run("head", f"rm -rf {REPO} && cp -r {LAUNCHER} {REPO} && rm -rf {REPO}/__pycache__ {REPO}/harness.py",
                  check=True)
