@@ -35,6 +35,7 @@ from .remote import Cluster, Result, q
 CHUNK = 1 << 20
 STATUS_FD = 3
 _PROGRESS = re.compile(r"^@progress (\S+) (\d+) bytes")
+_TAG = re.compile(r"(?=@(?:progress|exit|out) )")
 
 
 # -- distribute -------------------------------------------------------------------------------
@@ -72,10 +73,16 @@ class StreamOutcome:
     output: dict[str, list[str]]  # worker (and "save") -> last lines of its output
 
 
+def tagged_lines(text: str) -> list[str]:
+    """The stream's tagged lines. A load killed mid-way leaves its last progress line without a
+    newline, so the next tag can follow on the same line: split before every tag."""
+    return [part.rstrip() for line in text.splitlines() for part in _TAG.split(line) if part.strip()]
+
+
 def parse_stream(stdout: str, names: Iterable[str]) -> StreamOutcome:
     exits: dict[str, int | None] = {n: None for n in [*names, "save"]}
     output: dict[str, list[str]] = {n: [] for n in exits}
-    for line in stdout.splitlines():
+    for line in tagged_lines(stdout):
         parts = line.split(" ", 2)
         if len(parts) >= 3 and parts[0] == "@exit" and parts[1] in exits and parts[2].strip().isdigit():
             exits[parts[1]] = int(parts[2])
@@ -94,7 +101,7 @@ class StreamProgress:
     def write(self, data: str) -> int:
         self.buf += data
         *lines, self.buf = self.buf.split("\n")
-        for line in lines:
+        for line in tagged_lines("\n".join(lines)):
             m = _PROGRESS.match(line)
             if m and m.group(1) in self.bars:
                 self.bars[m.group(1)].update(int(m.group(2)))

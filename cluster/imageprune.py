@@ -119,7 +119,7 @@ def decide(node: NodeImages, protected: dict[str, str], older_than: float | None
         if img.id in node.used_by:
             out.append(Decision(img, False, f"used by container {', '.join(node.used_by[img.id])}"))
             continue
-        guarded = [f"{t} ({protected[t]})" for t in img.tags if t in protected]
+        guarded = [protected[t] for t in img.tags if t in protected]
         if guarded:
             out.append(Decision(img, False, ", ".join(guarded)))
             continue
@@ -179,7 +179,7 @@ def prune(cluster: Cluster, nodes: Iterable[Node], older_than: float | None) -> 
         if not doomed:
             cluster.say(f"{node.name}: nothing to remove")
     total = sum(report.freed.values())
-    cluster.say(f"prune: up to {human(total)} {'would be ' if cluster.dry_run else ''}freed on "
+    cluster.say(f"prune: {'would free' if cluster.dry_run else 'freeing'} up to {human(total)} on "
                 f"{sum(1 for v in report.freed.values() if v)} node(s) (layers shared with kept images stay)")
     jobs = {n: [d for d in plan if d.remove] for n, plan in report.plans.items()}
     runs = cluster.run_all(lambda n: remove_command(s.docker, jobs[n.name]) if jobs.get(n.name) else None,

@@ -583,8 +583,10 @@ def rebuild(cluster: Cluster, specs: list[ImageSpec]) -> list[Verdict]:
         save_records(cluster, [verdict])
         verdicts.append(verdict)
         if not verdict.ok:
+            back = (f". The previous build is still on {head.name} (ID {short(before.id)}, untagged): "
+                    f"`docker tag {before.id} {spec.tag}` there to go back to it" if before and before.id != after.id else "")
             raise ImagesError(
                 f"{spec.tag} (ID {short(after.id)}) failed verification on {head.name}: {verdict.failures()}. "
-                "Nothing was distributed"
+                f"Nothing was distributed{back}"
             )
     return verdicts
