@@ -3,12 +3,16 @@ control -> a node (restore). Every copy is a stream: no tar is written on a node
 
 distribute reads the image once on the head and fans it out to every worker that lacks it:
 
-    docker save IMG | tee -p >(dd | ssh w1 docker load) >(dd | ssh w2 docker load) ... >/dev/null
+    { ssh w1 docker load < fifo1; echo "@exit w1 $?"; } &   (one per worker, each on its own FIFO)
+    docker save IMG | dd status=progress | tee -p fifo1 fifo2 fifo3 > /dev/null
+    wait
 
-`tee -p` keeps feeding the other workers when one of them dies. The shell's `wait` does not see
-process substitutions, so each reports its exit status on a spare descriptor (3) that is piped to
-`cat`: the command ends only when every load has finished. Each `dd status=progress` counts the
-bytes sent to its worker; those lines come back tagged and drive one progress bar per worker.
+`tee -p` keeps feeding the other workers when one of them dies. FIFOs, not `>(...)` process
+substitutions: bash lets each substitution inherit the pipes of those made before it, so a
+worker's load saw end-of-file only once the later workers' loads had exited, and the loads'
+final steps ran one after another. `tee` hands every live worker the same bytes in lockstep, so
+one `dd` before it counts what each has received; a worker's bar stops when its exit status
+arrives. No image data touches the head's disk (the FIFOs and small logs live in a temp dir).
 Afterwards every node's image ID is compared with the head's.
 """
 
@@ -33,34 +37,37 @@ from .progress import TransferBar, human
 from .remote import Cluster, Result, q
 
 CHUNK = 1 << 20
-STATUS_FD = 3
-_PROGRESS = re.compile(r"^@progress (\S+) (\d+) bytes")
+_PROGRESS = re.compile(r"^@progress (\d+) bytes")
+_EXIT = re.compile(r"^@exit (\S+) (\d+)")
 _TAG = re.compile(r"(?=@(?:progress|exit|out) )")
 
 
 # -- distribute -------------------------------------------------------------------------------
 def stream_script(cluster: Cluster, tag: str, targets: list[Node]) -> str:
-    """The bash script the head runs: one `docker save`, one load per target, statuses on fd 3."""
+    """The bash script the head runs: a background load per target reading its own FIFO (it
+    reports its exit status as soon as it ends), one `docker save` counted once and fanned out
+    by `tee`, then `wait` for every load."""
     d = q(cluster.settings.docker)
-    fd = STATUS_FD
-    subs = []
-    for w in targets:
-        name = w.name
-        tagger = f"stdbuf -o0 tr '\\r' '\\n' | sed -u {q(f's/^/@progress {name} /')} >&{fd}"
+    lines = [
+        't=$(mktemp -d "${TMPDIR:-/tmp}/gx10-distribute.XXXXXX") || exit 1',
+        "trap 'rm -rf \"$t\"' EXIT",
+        "mkfifo " + " ".join(f'"$t/{i}.fifo"' for i in range(len(targets))),
+        "exec 3>&1",
+    ]
+    for i, w in enumerate(targets):
         load = cluster.fabric_ssh(w, f"{d} load")
-        subs.append(
-            f"  >(out=$(set -o pipefail; dd bs=1M status=progress 2> >({tagger}) | {load} 2>&1); rc=$?\n"
-            f"    echo \"@exit {name} $rc\" >&{fd}\n"
-            f"    printf '%s\\n' \"$out\" | tail -n 3 | sed {q(f's/^/@out {name} /')} >&{fd})"
-        )
-    return (
-        "{\n"
-        f"{d} save {q(tag)} 2> >(tail -n 3 | sed 's/^/@out save /' >&{fd}) | tee -p \\\n"
-        + " \\\n".join(subs)
-        + " \\\n  >/dev/null\n"
-        f"echo \"@exit save ${{PIPESTATUS[0]}}\" >&{fd}\n"
-        f"}} {fd}>&1 | cat\n"
-    )
+        lines.append(f'{{ {load} < "$t/{i}.fifo" > "$t/{i}.log" 2>&1; echo "@exit {w.name} $?"; '
+                     f'tail -n 3 "$t/{i}.log" | sed {q(f"s/^/@out {w.name} /")}; }} &')
+    fifos = " ".join(f'"$t/{i}.fifo"' for i in range(len(targets)))
+    lines += [
+        f'{d} save {q(tag)} 2> "$t/save.log" \\',
+        # the counter's own output must not join dd's stdout (the image): fd 3 is the session's
+        "  | dd bs=1M status=progress 2> >(stdbuf -o0 tr '\\r' '\\n' | sed -u 's/^/@progress /' >&3) \\",
+        f"  | tee -p {fifos} > /dev/null",
+        'echo "@exit save ${PIPESTATUS[0]}"',
+        """tail -n 3 "$t/save.log" | sed 's/^/@out save /'""",
+    ]
+    return "\n".join([*lines, "wait"]) + "\n"
 
 
 def stream_command(cluster: Cluster, tag: str, targets: list[Node]) -> str:
@@ -92,19 +99,24 @@ def parse_stream(stdout: str, names: Iterable[str]) -> StreamOutcome:
 
 
 class StreamProgress:
-    """A sink for the head's stream output: per-worker byte counts -> one TransferBar each."""
+    """A sink for the head's stream output: the bytes `tee` has fed so far drive one TransferBar
+    per worker until that worker's exit status arrives."""
 
     def __init__(self, names: list[str], total: int, label: str):
         self.bars = {n: TransferBar(f"{label} -> {n}", total, position=i) for i, n in enumerate(names)}
+        self.ended: set[str] = set()
         self.buf = ""
 
     def write(self, data: str) -> int:
         self.buf += data
         *lines, self.buf = self.buf.split("\n")
         for line in tagged_lines("\n".join(lines)):
-            m = _PROGRESS.match(line)
-            if m and m.group(1) in self.bars:
-                self.bars[m.group(1)].update(int(m.group(2)))
+            if m := _PROGRESS.match(line):
+                for name, bar in self.bars.items():
+                    if name not in self.ended:
+                        bar.update(int(m.group(1)))
+            elif (m := _EXIT.match(line)) and m.group(1) in self.bars:
+                self.ended.add(m.group(1))
         return len(data)
 
     def flush(self) -> None:
@@ -160,8 +172,9 @@ def _distribute_one(cluster: Cluster, spec: ImageSpec) -> list[Failure]:
         got = after.get(w.name, {}).get(spec.tag)
         if got is not None and got.id == source.id and outcome.exits[w.name] == 0:
             continue
-        failures.append(Failure(w.name, spec.tag, _why(outcome, w.name, save_failed, got, source,
-                                                       after_failed.get(w.name))))
+        why = _why(outcome, w.name, save_failed, got, source, after_failed.get(w.name))
+        load = cluster.fabric_ssh(w, f"{q(cluster.settings.docker)} load")
+        failures.append(Failure(w.name, spec.tag, f"{why} ({head.name} ran: docker save {spec.tag} | ... | {load})"))
     head_now = after.get(head.name, {}).get(spec.tag)
     if head_now is not None and head_now.id != source.id:
         failures.append(Failure(head.name, spec.tag, f"{spec.tag} changed on {head.name} during the copy "

@@ -37,17 +37,9 @@ class ImagesError(Exception):
 def lineage_order(settings: Settings, names: Iterable[str]) -> list[ImageSpec]:
     """`names` sorted so that a base comes before the images built on it (config order else)."""
     wanted = list(dict.fromkeys(names))
-    order: list[ImageSpec] = []
-
-    def depth(name: str) -> int:
-        spec, n = settings.image(name), 0
-        while spec.base:
-            spec, n = settings.image(spec.base), n + 1
-        return n
-
-    for name in sorted(wanted, key=lambda n: (depth(n), list(settings.images).index(n))):
-        order.append(settings.image(name))
-    return order
+    position = list(settings.images)
+    return [settings.image(n) for n in
+            sorted(wanted, key=lambda n: (len(_ancestors(settings, settings.image(n))), position.index(n)))]
 
 
 def select(settings: Settings, name: str | None) -> list[ImageSpec]:

@@ -155,16 +155,16 @@ def test_distribute_streams_to_every_worker_and_skips_current_ones(env: Env) -> 
     env.sim.distribute_test_image(NODE, nodes=["w2"])
     r = env.inv("distribute", "--image", NODE)
     assert r.returncode == 0, r.stdout + r.stderr
-    assert f"{NODE}:latest: up to date on w2" in r.stdout
-    assert "streaming" in r.stdout and "to w1, w3 over the fabric" in r.stdout
+    assert f"{NODE}:latest: up to date on w2" in r.stdout, r.stdout
+    assert "streaming" in r.stdout and "to w1, w3 over the fabric" in r.stdout, r.stdout
     assert set(env.ids(NODE).values()) == {head_id}
     # one save on the head, piped (no tar), to the fabric addresses of w1 and w3 only
     stream = [line for line in env.log().splitlines() if " head exit=0 " in line and "tee -p" in line]
-    assert len(stream) == 1
+    assert len(stream) == 1, env.log()
     assert env.sim.nodes["w1"].fabric in stream[0] and env.sim.nodes["w3"].fabric in stream[0]
     assert env.sim.nodes["w2"].fabric not in stream[0] and ".tar" not in stream[0]
     rerun = env.inv("distribute", "--image", NODE)
-    assert rerun.returncode == 0 and "every worker is up to date" in rerun.stdout
+    assert rerun.returncode == 0 and "every worker is up to date" in rerun.stdout, rerun.stdout + rerun.stderr
 
 
 def _loading_on(sim: SimCluster, node: str) -> bool:
