@@ -159,13 +159,13 @@ def rebuild(c: Context, image: str | None = None, dry_run: bool = False) -> None
         images.rebuild(cl, images.select(s, image))
 
 
-@task(help={"image": IMAGE_HELP, "node": "Node name(s), comma-separated, or all (default: the head)."})
+@task(help={"image": IMAGE_HELP, "node": "Node name(s), comma-separated, or all; default: the head."})
 @reports_errors
 @images_errors
-def verify(c: Context, image: str | None = None, node: str = "head") -> None:
+def verify(c: Context, image: str | None = None, node: str | None = None) -> None:
     """Check torch, CUDA, vLLM (and transformers for mimo) inside images; record the result by image ID."""
     s = settings(c)
-    nodes = (s.head,) if node == "head" else s.select_nodes(node)
+    nodes = s.select_nodes(node) if node else (s.head,)
     with Cluster(s) as cl:
         verdicts = images.verify(cl, images.select(s, image), nodes)
     for v in verdicts:

@@ -1,13 +1,15 @@
 """Image distribution: the seed's tar-then-copy against `inv distribute`'s one-save stream.
 
 On the simulated cluster, with a test image carrying --gib of incompressible data, alternating
-the two methods (seed, ours, seed, ours, ...) in one session and clearing the workers between
-runs. Prints one table: wall time (median of the runs) and bytes written on the head.
+the two methods in one session (seed first in odd runs, ours first in even ones), clearing the
+workers and flushing dirty pages (`sync`) before each. Prints one table: wall time (median of
+the runs) and bytes written on the head.
 
 - seed: on the head, `docker save IMG > /tmp/IMG.tar`, then `cat tar | ssh wN docker load` to the
   three workers in parallel, `wait`, `rm` the tar (the README's recipe, run as one ssh command).
 - ours: `cluster.imagecopy.distribute`, the code behind `inv distribute` (pre-check of the
-  workers' image IDs, the verification record, the stream, the post-check), timed as a whole.
+  workers' image IDs, the verification record, the stream, the post-check), timed as a whole;
+  "head cmd s" is the stream command alone (from the operations log).
 - reference: `docker save IMG > /dev/null` alone on the head, to show what the engine itself
   writes (podman's spool), which neither method can avoid.
 
@@ -27,6 +29,7 @@ from __future__ import annotations
 
 import argparse
 import io
+import os
 import shlex
 import statistics
 import sys
@@ -97,7 +100,10 @@ def ours(cfg: Path, sim: SimCluster) -> tuple[float, dict[str, int]]:
         wall = time.monotonic() - start
     if failures:
         raise SystemExit(imagecopy.describe_failures(failures))
-    return wall, head_io(sim)
+    streams = [line for line in s.ops_log.read_text().splitlines() if " head exit=0 " in line and "tee -p" in line]
+    counters = head_io(sim)
+    counters["stream_ms"] = int(float(streams[-1].split()[3].rstrip("s")) * 1000)
+    return wall, counters
 
 
 def measured_stream(cluster: Cluster, tag: str, targets: list[Node]) -> str:
@@ -112,6 +118,7 @@ def main() -> None:
     args = ap.parse_args()
     imagecopy.stream_command = measured_stream  # type: ignore[assignment]
     walls: dict[str, list[float]] = {"seed": [], "ours": [], "engine": []}
+    streams: dict[str, list[float]] = {"seed": [], "ours": [], "engine": []}
     written: dict[str, list[int]] = {"seed": [], "ours": [], "engine": []}
     with tempfile.TemporaryDirectory() as tmp, SimCluster() as sim:
         cfg = tool_config(sim, Path(tmp))
@@ -126,13 +133,16 @@ def main() -> None:
         runners = {"seed": lambda: seed(sim), "ours": lambda: ours(cfg, sim), "engine": lambda: engine_alone(sim)}
         size = int(sim.node_run("head", f"podman image inspect --format '{{{{.Size}}}}' {TAG}", check=True).stdout)
         for run in range(args.runs):
-            for method, measure in runners.items():
+            order = ["seed", "ours"] if run % 2 == 0 else ["ours", "seed"]
+            for method in [*order, "engine"]:
                 clear_workers(sim)
-                wall, counters = measure()
+                os.sync()  # no run pays for the previous run's dirty pages
+                wall, counters = runners[method]()
                 if method != "engine":
                     ids = {w: sim.image_id(w, TAG) for w in sim.workers}
                     assert set(ids.values()) == {head_id}, ids
                 walls[method].append(wall)
+                streams[method].append(counters.get("stream_ms", wall * 1000) / 1000)
                 written[method].append(counters["write_bytes"])
                 print(f"run {run + 1} {method}: {wall:.1f} s, head wrote {counters['write_bytes'] / GIB:.2f} GiB "
                       f"(cancelled {counters.get('cancelled_write_bytes', 0) / GIB:.2f} GiB)", file=sys.stderr)
@@ -144,11 +154,11 @@ def main() -> None:
                           ("engine", "reference: docker save > /dev/null on the head")):
         wall, wrote = statistics.median(walls[method]), statistics.median(written[method])
         rows.append([label, f"{wall:.1f}", " / ".join(f"{w:.1f}" for w in walls[method]),
-                     f"{wall / seed_wall:.2f}x", f"{wrote / GIB:.2f}", f"{wrote / size:.2f}x",
-                     f"{wrote / seed_bytes:.2f}x", "yes" if method == "seed" else "no"])
+                     f"{wall / seed_wall:.2f}x", f"{statistics.median(streams[method]):.1f}", f"{wrote / GIB:.2f}",
+                     f"{wrote / size:.2f}x", f"{wrote / seed_bytes:.2f}x", "yes" if method == "seed" else "no"])
     rows[-1][3] = "-"
     print(f"\nimage {size / GIB:.2f} GiB, 3 workers, {args.runs} alternating runs per method (medians)")
-    print(tabulate(rows, headers=["method", "wall s", "runs s", "vs seed", "head GiB written",
+    print(tabulate(rows, headers=["method", "wall s", "runs s", "vs seed", "head cmd s", "head GiB written",
                                   "x image", "vs seed", "tar on head"], disable_numparse=True))
 
 
