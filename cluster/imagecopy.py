@@ -61,8 +61,10 @@ def stream_script(cluster: Cluster, tag: str, targets: list[Node]) -> str:
     fifos = " ".join(f'"$t/{i}.fifo"' for i in range(len(targets)))
     lines += [
         f'{d} save {q(tag)} 2> "$t/save.log" \\',
-        # the counter's own output must not join dd's stdout (the image): fd 3 is the session's
-        "  | dd bs=1M status=progress 2> >(stdbuf -o0 tr '\\r' '\\n' | sed -u 's/^/@progress /' >&3) \\",
+        # The counter's lines must not join dd's stdout (the image): fd 3 is the session's. If
+        # stdbuf or tr cannot run, cat drains dd's progress so the stream itself goes on.
+        "  | dd bs=1M status=progress 2> >({ stdbuf -o0 tr '\\r' '\\n' 2>/dev/null || cat > /dev/null; } "
+        "| sed -u 's/^/@progress /' >&3) \\",
         f"  | tee -p {fifos} > /dev/null",
         'echo "@exit save ${PIPESTATUS[0]}"',
         """tail -n 3 "$t/save.log" | sed 's/^/@out save /'""",
@@ -163,8 +165,9 @@ def _distribute_one(cluster: Cluster, spec: ImageSpec) -> list[Failure]:
         bars.close(outcome)
     for name, rc in outcome.exits.items():
         cluster.ops_log.event(f"distribute {spec.tag} -> {name}: exit {rc if rc is not None else 'none'}")
-    if not r.ok and r.exit_code is None:
-        failures += [Failure(w.name, spec.tag, f"the stream on {head.name} broke off: {r.why()}") for w in targets]
+    if outcome.exits["save"] is None:
+        failures += [Failure(w.name, spec.tag, f"the stream on {head.name} ended without reporting: {r.why()}")
+                     for w in targets]
         return failures
     save_failed = outcome.exits["save"] != 0
     after, after_failed = image_states(cluster, [head, *targets], [spec.tag])
