@@ -29,6 +29,9 @@ NODE, TF5, MIMO = "vllm-node", "vllm-node-tf5", "vllm-node-mimo"
 MINE = (NODE, TF5, MIMO, "gx10-img/old", "gx10-img/dangling", "gx10-img/used")
 BASE = "gx10-standin/base"
 CONTAINER = "gx10-img-c"
+# Where another module's images under our names wait meanwhile: `saved:NAME`, because podman
+# resolves a short name like `vllm-node` to any local `.../vllm-node` too.
+SAVED = "gx10-images-saved"
 REGRESSED = "the rebuild silently regressed; do not distribute"
 
 
@@ -40,7 +43,8 @@ def _each_node(sim: SimCluster, cmd: str) -> None:
 def wipe(sim: SimCluster) -> None:
     """Remove what these tests create (by name) and the dangling images their builds leave."""
     names = " ".join(MINE)
-    _each_node(sim, f"podman rm -f {CONTAINER} >/dev/null 2>&1; for i in {names}; do podman rmi -f $i; done "
+    _each_node(sim, f"podman ps -aq --filter name={CONTAINER} | xargs -r podman rm -f >/dev/null 2>&1; "
+                    f"podman rmi --ignore {names} "
                     ">/dev/null 2>&1; podman image prune -f >/dev/null 2>&1; rm -rf /root/.gx10-ops; true")
 
 
@@ -52,14 +56,20 @@ def reset_launcher(sim: SimCluster) -> None:
 
 @pytest.fixture(scope="module")
 def launcher(simcluster: SimCluster) -> Iterator[SimCluster]:
-    """The stand-in launcher repo and its base image on the head, for this module only."""
+    """The stand-in launcher repo and its base image on the head, for this module only. What
+    another module may have left under the same names (repo, image tags) is set aside and put back."""
+    live = " ".join((NODE, TF5, MIMO))
+    _each_node(simcluster, f"for i in {live}; do podman image exists $i && podman tag $i {SAVED}:$i; done; true")
+    simcluster.node_run("head", f"if [ -e {REPO} ]; then rm -rf {REPO}.saved && mv {REPO} {REPO}.saved; fi", check=True)
     wipe(simcluster)
     reset_launcher(simcluster)
     simcluster.build_test_image("head", BASE)
     yield simcluster
     wipe(simcluster)
     simcluster.node_run("head", f"rm -rf {REPO}; podman rmi -f {BASE} >/dev/null 2>&1; podman image prune -f "
-                        ">/dev/null 2>&1; true")
+                        f">/dev/null 2>&1; if [ -e {REPO}.saved ]; then mv {REPO}.saved {REPO}; fi", check=True)
+    _each_node(simcluster, f"for i in {live}; do if podman image exists {SAVED}:$i; then podman tag {SAVED}:$i $i "
+                           f"&& podman rmi {SAVED}:$i; fi; done >/dev/null; true")
 
 
 @dataclass
@@ -245,6 +255,10 @@ def test_backup_then_restore_onto_a_node_that_lost_the_image(env: Env) -> None:
 # -- prune ---------------------------------------------------------------------------------------
 def test_prune_never_removes_live_images_or_what_a_container_uses(env: Env) -> None:
     sim = env.sim
+    # Other modules' images on w1 are not this test's to prune: a stopped container pins each.
+    foreign = sim.node_run("w1", "podman images -q --no-trunc", check=True).stdout.split()
+    for i, image in enumerate(foreign):
+        sim.node_run("w1", f"podman create --name {CONTAINER}-keep-{i} {image} true", check=True)
     live = sim.build_test_image("w1", NODE)  # created 2026-01-01: old, and no container uses it
     base = sim.build_test_image("w1", TF5, vllm="0.0.6")  # base of the live mimo image
     old = sim.build_test_image("w1", "gx10-img/old", vllm="0.0.1")
