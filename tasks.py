@@ -13,7 +13,7 @@ from typing import Any
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
-from cluster import containers, serving, weights
+from cluster import containers, imagecopy, imageprune, images, serving, weights
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
 from cluster import launch as launch_mod
@@ -263,5 +263,123 @@ def logs(c: Context, node: str = "head", follow: bool = False, lines: int = 100)
                 raise Exit(f"no {s.container_name} container on {', '.join(n.name for n in nodes)}", code=1)
 
 
-ns = Collection(status, doctor, stage, verify_weights, clear_weights, launch, stop, logs, bench, report)
+# -- container images: rebuild, verify, distribute, backup, restore, prune -------------------
+IMAGE_HELP = ("Image under `images:` (vllm-node, vllm-node-mimo, ...); default: every live image, "
+              "in lineage order.")
+
+
+def images_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
+    """Image failures are user-facing: a message naming node, image and fix, exit 1."""
+
+    @functools.wraps(fn)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            return fn(*args, **kwargs)
+        except images.ImagesError as e:
+            raise Exit(str(e), code=1) from e
+
+    return wrapper
+
+
+@task(help={"image": IMAGE_HELP, "dry-run": DRY_RUN_HELP})
+@reports_errors
+@images_errors
+def rebuild(c: Context, image: str | None = None, dry_run: bool = False) -> None:
+    """Build images on the head with the launcher (wheels checked, never its copy step), verify each.
+
+    Without --image: every live image, in lineage order (vllm-node, then vllm-node-mimo on the
+    vllm-node-tf5 present on the head). In `inv rebuild distribute launch --model qwen` only launch
+    receives --model: rebuild and distribute act on every live image, so the line fits both models.
+    """
+    s = settings(c)
+    with Cluster(s, dry_run=dry_run) as cl:
+        images.rebuild(cl, images.select(s, image))
+
+
+@task(help={"image": IMAGE_HELP, "node": "Node name(s), comma-separated, or all; default: the head."})
+@reports_errors
+@images_errors
+def verify(c: Context, image: str | None = None, node: str | None = None) -> None:
+    """Check torch, CUDA, vLLM (and transformers for mimo) inside images; record the result by image ID."""
+    s = settings(c)
+    nodes = s.select_nodes(node) if node else (s.head,)
+    with Cluster(s) as cl:
+        verdicts = images.verify(cl, images.select(s, image), nodes)
+    for v in verdicts:
+        print(v.report())
+    bad = [v for v in verdicts if not v.ok]
+    if bad:
+        raise Exit("verify failed: " + "; ".join(f"{v.tag} on {v.node}: {v.failures()}" for v in bad), code=1)
+    print(f"verify: {len(verdicts)} image(s) match the pinned versions")
+
+
+@task(help={"image": IMAGE_HELP, "dry-run": DRY_RUN_HELP})
+@reports_errors
+@images_errors
+def distribute(c: Context, image: str | None = None, dry_run: bool = False) -> None:
+    """Stream verified images head -> workers over the fabric (one save, parallel loads); skip current ones.
+
+    Refuses an image ID that failed verification (verifies it first if never checked). Without
+    --image: every live image, so `inv rebuild distribute launch --model X` fits either model.
+    """
+    s = settings(c)
+    with Cluster(s, dry_run=dry_run) as cl:
+        failures = imagecopy.distribute(cl, images.select(s, image))
+    if failures:
+        raise Exit(imagecopy.describe_failures(failures), code=1)
+
+
+@task(help={"image": IMAGE_HELP, "dry-run": DRY_RUN_HELP})
+@reports_errors
+@images_errors
+def backup(c: Context, image: str | None = None, dry_run: bool = False) -> None:
+    """Save images from the head into the control's backup folder (NAME.tar + NAME.json with the ID)."""
+    s = settings(c)
+    with Cluster(s, dry_run=dry_run) as cl:
+        imagecopy.backup(cl, images.select(s, image))
+
+
+@task(
+    help={
+        "image": "Image whose backup to push (a name under `images:`).",
+        "node": "Node name(s) that lost it, comma-separated.",
+        "force": "Replace the node's image even if it holds another ID under that tag.",
+        "dry-run": DRY_RUN_HELP,
+    }
+)
+@reports_errors
+@images_errors
+def restore(c: Context, image: str | None = None, node: str | None = None, force: bool = False,
+            dry_run: bool = False) -> None:
+    """Stream a backup tar from the control into `docker load` on a node; check the image ID after."""
+    if not image or not node:
+        raise Exit("restore needs --image NAME and --node NAME (see `inv --help restore`)", code=2)
+    s = settings(c)
+    with Cluster(s, dry_run=dry_run) as cl:
+        imagecopy.restore(cl, s.image(image), s.select_nodes(node), force=force)
+
+
+@task(
+    help={
+        "node": "Node name(s), comma-separated, or all (default).",
+        "older-than": "Also remove tagged images created before this age (24h, 7d); default: dangling only.",
+        "dry-run": "List what would be removed and kept, and how much it frees; remove nothing.",
+    }
+)
+@reports_errors
+@images_errors
+def prune(c: Context, node: str = "all", older_than: str | None = None, dry_run: bool = False) -> None:
+    """Free image space safely: never `prune -a`; keep live images, their bases, anything a container uses."""
+    s = settings(c)
+    bound = imageprune.parse_age(older_than) if older_than else None
+    with Cluster(s, dry_run=dry_run) as cl:
+        report = imageprune.prune(cl, s.select_nodes(node), bound)
+    if report.unreachable:
+        raise Exit("prune could not reach: " + "; ".join(f"{n}: {why}" for n, why in report.unreachable.items()),
+                   code=1)
+
+
+ns = Collection(status, doctor, stage, verify_weights, clear_weights,
+                rebuild, verify, distribute, backup, restore, prune,
+                launch, stop, logs, bench, report)
 ns.configure(defaults())
