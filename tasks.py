@@ -31,7 +31,7 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
             return fn(*args, **kwargs)
         except ConfigError as e:
             raise Exit(f"config error: {e}", code=2) from e
-        except (RemoteError, weights.WeightsError) as e:
+        except (RemoteError, weights.WeightsError, images.ImagesError) as e:
             raise Exit(str(e), code=1) from e
         except launch_mod.LaunchError as e:
             raise Exit(str(e), code=e.exit_code) from e
@@ -209,7 +209,6 @@ def report(c: Context, model: str | None = None, load_only: bool = False, compar
     print(f"report: {folder}/{bench_report.TABLE_FILE}, figures (PNG, SVG) and the executed notebook {output}")
 
 
-
 # -- launch, stop, logs (issue 6) -------------------------------------------------------------
 @task(
     help={
@@ -268,22 +267,8 @@ IMAGE_HELP = ("Image under `images:` (vllm-node, vllm-node-mimo, ...); default: 
               "in lineage order.")
 
 
-def images_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Image failures are user-facing: a message naming node, image and fix, exit 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except images.ImagesError as e:
-            raise Exit(str(e), code=1) from e
-
-    return wrapper
-
-
 @task(help={"image": IMAGE_HELP, "dry-run": DRY_RUN_HELP})
 @reports_errors
-@images_errors
 def rebuild(c: Context, image: str | None = None, dry_run: bool = False) -> None:
     """Build images on the head with the launcher (wheels checked, never its copy step), verify each.
 
@@ -298,7 +283,6 @@ def rebuild(c: Context, image: str | None = None, dry_run: bool = False) -> None
 
 @task(help={"image": IMAGE_HELP, "node": "Node name(s), comma-separated, or all; default: the head."})
 @reports_errors
-@images_errors
 def verify(c: Context, image: str | None = None, node: str | None = None) -> None:
     """Check torch, CUDA, vLLM (and transformers for mimo) inside images; record the result by image ID."""
     s = settings(c)
@@ -315,7 +299,6 @@ def verify(c: Context, image: str | None = None, node: str | None = None) -> Non
 
 @task(help={"image": IMAGE_HELP, "dry-run": DRY_RUN_HELP})
 @reports_errors
-@images_errors
 def distribute(c: Context, image: str | None = None, dry_run: bool = False) -> None:
     """Stream verified images head -> workers over the fabric (one save, parallel loads); skip current ones.
 
@@ -331,7 +314,6 @@ def distribute(c: Context, image: str | None = None, dry_run: bool = False) -> N
 
 @task(help={"image": IMAGE_HELP, "dry-run": DRY_RUN_HELP})
 @reports_errors
-@images_errors
 def backup(c: Context, image: str | None = None, dry_run: bool = False) -> None:
     """Save images from the head into the control's backup folder (NAME.tar + NAME.json with the ID)."""
     s = settings(c)
@@ -348,7 +330,6 @@ def backup(c: Context, image: str | None = None, dry_run: bool = False) -> None:
     }
 )
 @reports_errors
-@images_errors
 def restore(c: Context, image: str | None = None, node: str | None = None, force: bool = False,
             dry_run: bool = False) -> None:
     """Stream a backup tar from the control into `docker load` on a node; check the image ID after."""
@@ -367,7 +348,6 @@ def restore(c: Context, image: str | None = None, node: str | None = None, force
     }
 )
 @reports_errors
-@images_errors
 def prune(c: Context, node: str = "all", older_than: str | None = None, dry_run: bool = False) -> None:
     """Free image space safely: never `prune -a`; keep live images, their bases, anything a container uses."""
     s = settings(c)
