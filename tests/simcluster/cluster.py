@@ -14,6 +14,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -33,6 +34,7 @@ from .layout import (
 )
 
 ASSETS = Path(__file__).parent / "assets"
+PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 T = TypeVar("T")
 # sshd's compiled-in PATH for root sessions; node_run uses the same so both see the docker shim.
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
@@ -47,6 +49,13 @@ READY_TIMEOUT = 10.0
 KEEPER_SCRIPT = r"""
 set -e
 d=$1 st=$2 node=$3
+shift 3
+# Host paths the nodes must keep seeing (the project and its Python) even where they lie under
+# /root or /tmp, which become private below: park a bind of each, then put it back in place.
+i=0
+for p in "$@"; do
+  i=$((i + 1)); mkdir -p "$d/keep/$i"; mount --bind "$p" "$d/keep/$i"
+done
 mkdir -p "$d/cg"
 mount --rbind /sys/fs/cgroup "$d/cg"
 umount -l /sys
@@ -64,6 +73,10 @@ mount --bind "$st/hosts" /etc/hosts
 mount --bind "$d/hostname" /etc/hostname
 mount --bind "$d/etc-containers" /etc/containers
 mount --bind "$st/bin" /usr/local/sbin
+i=0
+for p in "$@"; do
+  i=$((i + 1)); mkdir -p "$p"; mount --bind "$d/keep/$i" "$p"; umount -l "$d/keep/$i"
+done
 touch "$d/ready"
 exec sleep infinity
 """
@@ -134,6 +147,15 @@ def _run(cmd: Sequence[str], input: str | None = None, check: bool = True,
         raise SimClusterError(
             f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()}")
     return proc
+
+
+def shared_host_paths() -> list[str]:
+    """The project checkout and its venv, when they lie where nodes have private mounts (/root,
+    /tmp; CI may clone under /tmp): nodes run project code (the stand-in launcher, the simulated
+    vLLM endpoint) from there."""
+    private = ("/root/", "/tmp/")
+    candidates = {str(PROJECT_DIR), os.path.realpath(sys.prefix)}
+    return sorted(p for p in candidates if p.startswith(private) and os.path.isdir(p))
 
 
 def _netns_pids(name: str) -> list[int]:
@@ -360,7 +382,8 @@ class SimCluster:
             proc = subprocess.Popen(
                 ["nsenter", f"--net=/run/netns/{self.layout.netns(node)}", "--",
                  "unshare", "--mount", "--uts", "--propagation", "private", "--",
-                 "/bin/sh", "-c", KEEPER_SCRIPT, "keeper", str(d), str(self.state_dir), node],
+                 "/bin/sh", "-c", KEEPER_SCRIPT, "keeper", str(d), str(self.state_dir), node,
+                 *shared_host_paths()],
                 stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
                 start_new_session=True)
         self._procs.append(proc)
