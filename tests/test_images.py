@@ -259,7 +259,8 @@ def test_prune_never_removes_live_images_or_what_a_container_uses(env: Env) -> N
     foreign = sim.node_run("w1", "podman images -q --no-trunc", check=True).stdout.split()
     for i, image in enumerate(foreign):
         sim.node_run("w1", f"podman create --name {CONTAINER}-keep-{i} {image} true", check=True)
-    live = sim.build_test_image("w1", NODE)  # created 2026-01-01: old, and no container uses it
+    # created 2026-01-01: old, and no container uses it (a spec of its own: no other image shares its ID)
+    live = sim.build_test_image("w1", NODE, transformers="4.99.0")
     base = sim.build_test_image("w1", TF5, vllm="0.0.6")  # base of the live mimo image
     old = sim.build_test_image("w1", "gx10-img/old", vllm="0.0.1")
     dangling = sim.build_test_image("w1", "gx10-img/dangling", vllm="0.0.2")
