@@ -57,6 +57,7 @@ from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Gauge, generate_latest
 
 from bench import netstamp
+from bench.aiotools import cancel_and_wait
 
 WORDS = (
     "the of and to in is it that for on was with as at by be this from or an are not have "
@@ -217,13 +218,8 @@ class SimServer:
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
-        if self._engine_task is not None:
-            self._engine_task.cancel()
-            try:
-                await self._engine_task
-            except asyncio.CancelledError:
-                pass
-            self._engine_task = None
+        await cancel_and_wait(self._engine_task)
+        self._engine_task = None
 
     async def __aenter__(self) -> SimServer:
         await self.start()

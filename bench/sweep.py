@@ -41,6 +41,7 @@ import aiohttp
 from tqdm import tqdm
 
 from bench import client, results, servermetrics
+from bench.aiotools import cancel_and_wait
 from bench.simserver import WORDS
 from bench.stats import summarize
 
@@ -304,12 +305,7 @@ class _LoopLag:
         self._task = asyncio.create_task(self._run())
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            try:
-                await self._task
-            except asyncio.CancelledError:
-                pass
+        await cancel_and_wait(self._task)
 
 
 class _StartGate:
