@@ -156,3 +156,9 @@ def counter_deltas(before: Snapshot, after: Snapshot) -> dict[str, Any]:
         absent.append(PER_POS)
     return {"counters": deltas, "acceptance_rate": rate, "acceptance_length": length,
             "acceptance_per_pos": per_pos, "absent": absent}
+
+
+def all_samples(text: str) -> list[tuple[str, str, dict[str, str], float]]:
+    """Every sample of a scrape as (family type, sample name, labels, value), nothing filtered or
+    summed: for readers that need more than the counters and gauges above (the real-vLLM checks)."""
+    return [(f.type, s.name, s.labels, s.value) for f in text_string_to_metric_families(text) for s in f.samples]

@@ -1,18 +1,14 @@
-"""Shared pytest fixtures. `simcluster`: the simulated 4-node cluster (see tests/simcluster)."""
+"""Fixtures shared by tests/cluster and tests/e2e: `simcluster`, the simulated cluster
+(testbeds/simcluster)."""
 
 from __future__ import annotations
 
 import os
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import pytest
 
-# `tests.simcluster` must import the same way under `pytest` and `python -m pytest`.
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from tests.simcluster import SimCluster, missing_requirements  # noqa: E402
+from testbeds.simcluster import SimCluster, missing_requirements
 
 
 @pytest.fixture(scope="session")

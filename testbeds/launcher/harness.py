@@ -1,7 +1,7 @@
 """Test-side helpers for the stand-in launcher: install it on the simulated head with the test
 images, reset the cluster to a clean slate, edit recipes, and look at containers and the record.
 
-This file stays on the control node (it is not copied to the head with the rest of the repo).
+This file stays on the control node; only `repo/` is copied to the head.
 """
 
 from __future__ import annotations
@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+import sysconfig
 import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
@@ -16,9 +17,10 @@ from typing import Any
 
 import yaml
 
-LAUNCHER = Path(__file__).resolve().parent
-PROJECT = LAUNCHER.parent.parent
-REPO = "/root/spark-vllm-docker"  # tests/clustertool.py's cluster.launcher_repo
+from . import REPO_DIR as LAUNCHER
+
+PROJECT = LAUNCHER.parents[2]
+REPO = "/root/spark-vllm-docker"  # testbeds/clustertool.py's cluster.launcher_repo
 RECORD = "/root/.gx10-ops/serving.json"
 RECIPES = {"qwen": "recipes/4x-spark-cluster/qwen3.5-397b-a17b-fp8-mtp.yaml",
            "nemotron": "recipes/4x-spark-cluster/nemotron-3-ultra-nvfp4.yaml"}
@@ -36,7 +38,7 @@ def node_python() -> tuple[str, str]:
     interpreter lives there (pyenv) is replaced by the system Python of the same version with
     the venv's site-packages on PYTHONPATH."""
     exe = Path(sys.executable).resolve()
-    site = next(p for p in sys.path if p.endswith("site-packages"))
+    site = sysconfig.get_paths()["purelib"]
     if not str(exe).startswith(PRIVATE):
         return sys.executable, f"{site}:{PROJECT}"
     system = Path(f"/usr/bin/python{sys.version_info.major}.{sys.version_info.minor}")
@@ -65,7 +67,7 @@ def install_repo(sim: Any) -> None:
     """Only the stand-in repo on the head, with its `.env` and `standin.env` (no images)."""
     python, pythonpath = node_python()
     nodes = ",".join(sim.nodes[n].fabric for n in sim.node_names)
-    sim.node_run("head", f"rm -rf {REPO} && cp -r {LAUNCHER} {REPO} && rm -rf {REPO}/__pycache__ {REPO}/harness.py",
+    sim.node_run("head", f"rm -rf {REPO} && cp -r {LAUNCHER} {REPO} && rm -rf {REPO}/__pycache__",
                  check=True)
     sim.node_run("head", f"cat > {REPO}/.env", check=True, input=(
         f"CLUSTER_NODES={nodes}\nLOCAL_IP={sim.nodes['head'].fabric}\nCONTAINER_NAME=vllm_node\n"))

@@ -12,7 +12,7 @@ In tests, use the session fixture `simcluster` (tests/conftest.py)::
 Fabric: `Config(runtime_ssh_path=str(simcluster.ssh_config), overrides={"run":
 {"in_stream": False}})`; Fabric ignores `UserKnownHostsFile`, so load `simcluster.known_hosts`
 into `conn.client` and set `paramiko.RejectPolicy()` when host keys must be verified.
-By hand (root, repo root): `python -m tests.simcluster up|down|status [-i N]`.
+By hand (root, repo root): `python -m testbeds.simcluster up|down|status [-i N]`.
 """
 
 from .cluster import NodeAddr, SimCluster, missing_requirements

@@ -1,4 +1,4 @@
-"""Manual use: `python -m tests.simcluster up|down|status [-i N]` (as root, from the repo root).
+"""Manual use: `python -m testbeds.simcluster up|down|status [-i N]` (as root, from the repo root).
 
 `up` leaves the cluster running after this process exits and marks it `manual` so that test runs
 auto-picking an instance leave it alone; `down -i N` removes it.
@@ -16,7 +16,7 @@ from .layout import Layout, SimClusterError, read_owner, running_instances
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m tests.simcluster",
+    parser = argparse.ArgumentParser(prog="python -m testbeds.simcluster",
                                      description="Simulated 4-node cluster for gx10-ops tests.")
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("-i", "--instance", type=int,
@@ -38,7 +38,7 @@ def main(argv: list[str] | None = None) -> int:
             cluster.up(owner=MANUAL_OWNER)
             print(cluster.status())
             print(f"up in {time.monotonic() - start:.1f} s; try: ssh -F {cluster.ssh_config} head")
-            print(f"tear down with: python -m tests.simcluster down -i {cluster.instance}")
+            print(f"tear down with: python -m testbeds.simcluster down -i {cluster.instance}")
         elif args.action == "down":
             cluster.down()
             print(f"instance {cluster.instance} down")

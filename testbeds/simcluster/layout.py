@@ -171,4 +171,4 @@ def pick_instance() -> InstanceLock:
             continue
         return held
     raise SimClusterError(
-        "no free simcluster instance (1..254); see `python -m tests.simcluster status`")
+        "no free simcluster instance (1..254); see `python -m testbeds.simcluster status`")

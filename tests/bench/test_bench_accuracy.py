@@ -21,8 +21,7 @@ import pytest
 
 from bench.simserver import SimConfig
 from bench.stats import summarize
-
-from bench_fixtures import read_requests, sweep_against_sim  # isort: skip
+from testbeds.simsweep import read_requests, sweep_against_sim
 
 pytestmark = pytest.mark.timeout(120)
 MS = 1e6

@@ -10,8 +10,7 @@ import pytest
 
 from bench import client
 from bench.simserver import SimConfig, SimServer
-
-from bench_fixtures import read_requests, sweep_against_sim  # isort: skip
+from testbeds.simsweep import read_requests, sweep_against_sim
 
 pytestmark = pytest.mark.timeout(120)
 
@@ -44,7 +43,7 @@ def test_faults_counted_by_kind(tmp_path: Path) -> None:
 
 
 def test_connection_refused_is_a_connection_error() -> None:
-    from bench_fixtures import free_port
+    from testbeds.simsweep import free_port
 
     async def go() -> client.RequestResult:
         async with client.make_session(1) as s:

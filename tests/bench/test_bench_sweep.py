@@ -18,11 +18,10 @@ from bench import cli, sweep
 from bench.results import ResultsError, load_results, points_frame
 from bench.simserver import BackgroundSim, SimConfig
 from bench.stats import summarize
-
-from bench_fixtures import free_port, read_requests, sweep_against_sim  # isort: skip
+from testbeds.simsweep import free_port, read_requests, sweep_against_sim
 
 pytestmark = pytest.mark.timeout(120)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FAST = SimConfig(model="fast", decode_base_s=0.002, prefill_base_s=0.002, spec_tokens=2,
                  spec_accept=0.6, seed=3)
 

@@ -23,12 +23,12 @@ from papermill.exceptions import PapermillExecutionError
 
 from bench import plots, report
 from bench.simserver import SimConfig
+from testbeds.simsweep import sweep_against_sim
 
-from bench_fixtures import sweep_against_sim  # isort: skip
 from test_plots import as_measured, assert_blog_png, assert_table_matches, svg_texts  # isort: skip
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.timeout(300)]
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 NOTEBOOKS = sorted((REPO / "notebooks").glob("*.ipynb"))
 BENCH_NB = REPO / "notebooks" / "bench.ipynb"
 COMPARE_NB = REPO / "notebooks" / "compare.ipynb"

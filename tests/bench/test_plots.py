@@ -16,11 +16,10 @@ from bench import plots, report
 from bench.results import ResultsError
 from bench.simserver import SimConfig
 from cluster.config import ConfigError, Settings, defaults, validate
-
-from bench_fixtures import sweep_against_sim  # isort: skip
+from testbeds.simsweep import sweep_against_sim
 
 pytestmark = pytest.mark.timeout(120)
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 MTP_SIM = SimConfig(model="org/mtp-model", decode_base_s=0.002, prefill_base_s=0.002, spec_tokens=2,
                     spec_accept=0.6, seed=3)
 PLAIN_SIM = SimConfig(model="plain-model", decode_base_s=0.003, prefill_base_s=0.002, seed=4)

@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clustertool import inv, tool_config
+
+from testbeds.clustertool import inv, tool_config
 
 pytestmark = pytest.mark.cluster
 

@@ -11,7 +11,7 @@ import yaml
 
 from cluster.config import ConfigError, defaults, load, validate
 
-EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "invoke.yaml"
+EXAMPLE = Path(__file__).resolve().parents[2] / "examples" / "invoke.yaml"
 
 
 def site(tmp_path: Path, **changes: Any) -> dict[str, Any]:

@@ -14,17 +14,17 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from clustertool import PROJECT, inv, tool_config
 
 from cluster.config import defaults
 from cluster.imageprune import parse_age, parse_created
 from cluster.images import at_least, same_build, wheel_problems
-from tests.simcluster import SimCluster
+from testbeds.clustertool import PROJECT, inv, tool_config
+from testbeds.launcher import IMAGES_DIR
+from testbeds.simcluster import SimCluster
 
 pytestmark = pytest.mark.cluster
 
-LAUNCHER = Path(__file__).parent / "launcher_images"
-REPO = "/root/spark-vllm-docker"  # cluster.launcher_repo in tests/clustertool.py
+REPO = "/root/spark-vllm-docker"  # cluster.launcher_repo in testbeds/clustertool.py
 NODE, TF5, MIMO = "vllm-node", "vllm-node-tf5", "vllm-node-mimo"
 MINE = (NODE, TF5, MIMO, "gx10-img/old", "gx10-img/dangling", "gx10-img/used")
 BASE = "gx10-standin/base"
@@ -50,7 +50,7 @@ def wipe(sim: SimCluster) -> None:
 
 def reset_launcher(sim: SimCluster) -> None:
     wheels = " ".join(f"wheels/{w}" for w in defaults()["wheels"])
-    sim.node_run("head", f"rm -rf {REPO} && cp -r {LAUNCHER} {REPO} && cd {REPO} && mkdir wheels && "
+    sim.node_run("head", f"rm -rf {REPO} && cp -r {IMAGES_DIR} {REPO} && cd {REPO} && mkdir wheels && "
                  f"for w in {wheels}; do echo stand-in > \"$w\"; done", check=True)
 
 

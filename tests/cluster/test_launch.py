@@ -22,9 +22,10 @@ from typing import Any
 
 import pytest
 import yaml
-from clustertool import PROJECT, inv, make_model, tool_config
-from launcher import harness
-from launcher.harness import (
+
+from testbeds.clustertool import PROJECT, inv, make_model, tool_config
+from testbeds.launcher import harness
+from testbeds.launcher.harness import (
     HF,
     RECIPES,
     RECORD,

@@ -13,7 +13,7 @@ import paramiko
 import pytest
 from fabric import Config, Connection
 
-from tests.simcluster import SimCluster
+from testbeds.simcluster import SimCluster
 
 pytestmark = pytest.mark.cluster
 

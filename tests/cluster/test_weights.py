@@ -11,7 +11,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clustertool import PROJECT, inv, make_model, tool_config
+
+from testbeds.clustertool import PROJECT, inv, make_model, tool_config
 
 pytestmark = pytest.mark.cluster
 HF_ID = "nvidia/NVIDIA-Nemotron-3-Ultra-550B-A55B-NVFP4"

@@ -24,11 +24,11 @@ from typing import Any
 
 import pytest
 import yaml
-from clustertool import inv, tool_config
-from launcher import harness
-from launcher.harness import REPO, api_listener, containers, each_node, install_repo, record, reset
 
-from bench.realvllm import (
+from testbeds.clustertool import inv, tool_config
+from testbeds.launcher import harness
+from testbeds.launcher.harness import REPO, api_listener, containers, each_node, install_repo, record, reset
+from testbeds.realvllm import (
     MODEL_MARKER,
     SERVED_MODEL_NAME,
     SERVER_ENV,

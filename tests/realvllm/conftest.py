@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.realvllm import (
+from testbeds.realvllm import (
     SERVED_MODEL_NAME,
     Endpoint,
     RealVLLM,

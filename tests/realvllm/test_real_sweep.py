@@ -18,8 +18,8 @@ import pytest
 
 from bench import servermetrics
 from bench.client import TIMING_READ
-from bench.realvllm import NGRAM_DRAFT_TOKENS, Endpoint, counter_deltas, http_get, read_counters
 from bench.sweep import SweepConfig, run_sweep
+from testbeds.realvllm import NGRAM_DRAFT_TOKENS, Endpoint, counter_deltas, http_get, read_counters
 
 pytestmark = pytest.mark.realvllm
 

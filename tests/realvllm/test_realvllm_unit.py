@@ -11,12 +11,12 @@ from pathlib import Path
 
 import pytest
 
-from bench import realvllm
-from bench.realvllm import (
+from testbeds import realvllm
+from testbeds.realvllm import (
     NGRAM_SPEC_CONFIG,
     RealVLLMError,
+    metric_shapes,
     metric_values,
-    parse_metrics,
     redact,
     serve_command,
     shape_diff,
@@ -60,8 +60,8 @@ def test_shape_diff_names_each_path() -> None:
     assert shape_diff(real, real) == []
 
 
-def test_parse_metrics_types_and_label_names() -> None:
-    got = parse_metrics(METRICS)
+def test_metric_shapes_types_and_label_names() -> None:
+    got = metric_shapes(METRICS)
     assert got["vllm:spec_decode_num_drafts_total"] == {
         "type": "counter",
         "labels": ["engine", "model_name"],

@@ -20,8 +20,8 @@ from typing import Any
 import pytest
 
 from bench import servermetrics
-from bench.realvllm import NGRAM_DRAFT_TOKENS, SERVED_MODEL_NAME, compare_fingerprints, fingerprint
 from bench.simserver import BackgroundSim, SimConfig
+from testbeds.realvllm import NGRAM_DRAFT_TOKENS, SERVED_MODEL_NAME, compare_fingerprints, fingerprint
 
 SHAPES_FILE = Path(__file__).with_name("real_vllm_shapes.json")
 ASPECTS = ["shapes", "values", "sequences", "http", "metrics", "spec_metrics", "usage"]
