@@ -53,11 +53,10 @@ from typing import Any
 import numpy as np
 from tabulate import tabulate
 
-REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO))
+from bench.results import REQUESTS_FILE, load_results
+from bench.sweep import SweepConfig, arun_sweep
 
-from bench.results import REQUESTS_FILE, load_results  # noqa: E402
-from bench.sweep import SweepConfig, arun_sweep  # noqa: E402
+REPO = Path(__file__).resolve().parents[1]
 
 CONCURRENCY = [int(c) for c in os.environ.get("GX10_ACC_CONCURRENCY", "1,16,64,256").split(",")]
 MTP_CONCURRENCY = 16

@@ -39,15 +39,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from clustertool import tool_config  # noqa: E402
-
-from cluster import imagecopy, images  # noqa: E402
-from cluster.config import Node, load  # noqa: E402
-from cluster.remote import Cluster, q  # noqa: E402
-from tests.simcluster import SimCluster  # noqa: E402
+from cluster import imagecopy, images
+from cluster.config import Node, load
+from cluster.remote import Cluster, q
+from testbeds.clustertool import tool_config
+from testbeds.simcluster import SimCluster
 
 IMAGE = "vllm-node"
 TAG = "vllm-node:latest"

@@ -17,7 +17,6 @@ from __future__ import annotations
 import argparse
 import io
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -27,18 +26,14 @@ from typing import Any
 
 from tabulate import tabulate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from clustertool import make_model, tool_config  # noqa: E402
-from launcher import harness  # noqa: E402
-
-from cluster import health  # noqa: E402
-from cluster.config import Settings, load  # noqa: E402
-from cluster.launch import DOWN_GRACE_S, ContainerExited, EngineDied, LaunchError, launch  # noqa: E402
-from cluster.remote import Cluster  # noqa: E402
-from cluster.weights import stage  # noqa: E402
-from tests.simcluster import SimCluster  # noqa: E402
+from cluster import health
+from cluster.config import Settings, load
+from cluster.launch import DOWN_GRACE_S, ContainerExited, EngineDied, LaunchError, launch
+from cluster.remote import Cluster
+from cluster.weights import stage
+from testbeds.clustertool import make_model, tool_config
+from testbeds.launcher import harness
+from testbeds.simcluster import SimCluster
 
 
 def run_launch(s: Settings, model: str, timeout_s: float = 120) -> tuple[Any, LaunchError | None, float]:

@@ -10,22 +10,19 @@ machine not saturated by other jobs, and the conditions of the window).
 
 from __future__ import annotations
 
-import sys
 import tempfile
 from pathlib import Path
 
 from tabulate import tabulate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-
-from bench.realvllm import PeerBench, RealVLLM  # noqa: E402
-from tests.realvllm.test_real_crosscheck import (  # noqa: E402
+from testbeds.realvllm import PeerBench, RealVLLM
+from testbeds.realvllm.together import (
     MAX_BUNCHED,
     MAX_LOOP_LAG_P99_MS,
     MIN_IN_WINDOW,
     TOLERANCE,
-    _mean,
-    _median,
+    mean_or_nan,
+    median_or_nan,
     usable_together,
 )
 
@@ -39,12 +36,12 @@ def main() -> None:
                 together, _window, attempts = usable_together(srv.endpoint, peer, Path(tmp) / server)
             o, q = together["ours"], together["peer"]
             stats = {
-                "ttft_p50": (_median(o["ttft"]), _median(q["ttft"])),
-                "tpot_p50": (_median(o["tpot"]), _median(q["tpot"])),
-                "icl_mean_vs_peer_itl_mean": (_mean(o["icl"]), _mean(q["itl"])),
+                "ttft_p50": (median_or_nan(o["ttft"]), median_or_nan(q["ttft"])),
+                "tpot_p50": (median_or_nan(o["tpot"]), median_or_nan(q["tpot"])),
+                "icl_mean_vs_peer_itl_mean": (mean_or_nan(o["icl"]), mean_or_nan(q["itl"])),
             }
             if server == "plain":
-                stats["itl_mean"] = (_mean(o["itl"]), _mean(q["itl"]))
+                stats["itl_mean"] = (mean_or_nan(o["itl"]), mean_or_nan(q["itl"]))
             last = attempts[-1]
             usable = (min(last["requests"]) >= MIN_IN_WINDOW and max(last["bunched"]) <= MAX_BUNCHED
                       and last["our_loop_lag_p99_ms"] <= MAX_LOOP_LAG_P99_MS)

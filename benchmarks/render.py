@@ -16,7 +16,6 @@ import argparse
 import os
 import resource
 import statistics
-import sys
 import tempfile
 import time
 from collections.abc import Callable
@@ -24,12 +23,9 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from bench_fixtures import sweep_against_sim  # noqa: E402
-
-from bench import report  # noqa: E402
-from bench.simserver import SimConfig  # noqa: E402
+from bench import report
+from bench.simserver import SimConfig
+from testbeds.simsweep import sweep_against_sim
 
 POINTS = [1, 2, 4, 8, 16, 32, 64]
 TARGET_S = 15.0

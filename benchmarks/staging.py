@@ -15,7 +15,6 @@ import io
 import os
 import shlex
 import subprocess
-import sys
 import tempfile
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -23,15 +22,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
-
-from clustertool import make_model, tool_config  # noqa: E402
-
-from cluster.config import load  # noqa: E402
-from cluster.remote import Cluster  # noqa: E402
-from cluster.weights import model_dir, stage  # noqa: E402
-from tests.simcluster import SimCluster  # noqa: E402
+from cluster.config import load
+from cluster.remote import Cluster
+from cluster.weights import model_dir, stage
+from testbeds.clustertool import make_model, tool_config
+from testbeds.simcluster import SimCluster
 
 
 def two_hop(settings_file: Path, model: str) -> float:
