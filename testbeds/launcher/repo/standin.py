@@ -180,8 +180,8 @@ def run_recipe(argv: list[str]) -> int:
     if args.daemon:
         cmd.append("-d")
     say(f"launch-cluster.sh {shlex.join(cmd[1:])} (and {len(env) + len(args.env_vars)} -e variables)")
-    for e in [*env, *args.env_vars]:
-        cmd += ["-e", e]
+    for var in [*env, *args.env_vars]:
+        cmd += ["-e", var]
     sys.stdout.flush()
     return subprocess.call([*cmd, "start"], stdin=subprocess.DEVNULL)
 
@@ -273,8 +273,8 @@ def launch_cluster(argv: list[str]) -> int:
         command = Path(args.launch_script).read_text()
         serve = [sys.executable, str(Path(__file__).resolve()), "serve", "--name", args.name,
                  "--log", str(log), "--workers", ",".join(workers), "--script", command]
-        with open(state / "supervisor.log", "ab") as out:
-            subprocess.Popen(serve, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT,
+        with open(state / "supervisor.log", "ab") as supervisor_log:
+            subprocess.Popen(serve, stdin=subprocess.DEVNULL, stdout=supervisor_log, stderr=subprocess.STDOUT,
                              start_new_session=True)
         say(f"Executing launch script on head node: {' '.join(command.split(chr(10))[2:]).strip()}")
     if args.daemon:
