@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 
+from ..cli import run_reporting
 from .detached import rss_mib, running_servers, serve_detached, stop_detached
 from .peer import bench_peer
 from .server import SPEC_CONFIGS, healthy, pid_alive
@@ -34,8 +36,6 @@ def _iter_status() -> Iterator[str]:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    import argparse
-
     argv = list(sys.argv[1:] if argv is None else argv)
     extra: list[str] = []
     if "--" in argv:
@@ -71,36 +71,34 @@ def main(argv: Sequence[str] | None = None) -> int:
     ns = ap.parse_args(argv)
     if extra and ns.cmd not in ("serve", "bench-peer"):
         ap.error(f"`{ns.cmd}` takes no extra arguments after --")
+    return run_reporting(f"real-vllm {ns.cmd}", RealVLLMError, lambda: _run(ns, extra))
 
-    try:
-        if ns.cmd == "setup":
-            t0 = time.monotonic()
-            venv = setup()
-            print(f"real-vllm: ready ({time.monotonic() - t0:.1f} s): {venv}")
-        elif ns.cmd == "model":
-            print(build_model(ns.out))
-        elif ns.cmd == "serve":
-            state, took = serve_detached(ns.port, ns.spec, not ns.compile, extra, ns.timeout)
-            print(
-                f"real-vllm: {state.base_url} healthy after {took:.1f} s "
-                f"(pid {state.pid}, RSS {rss_mib(state.pid):.0f} MiB, model name "
-                f"{SERVED_MODEL_NAME!r}, log {state.log})"
-            )
-        elif ns.cmd == "stop":
-            ports = [ns.port] if ns.port else [s.port for s in running_servers()]
-            for port in ports:
-                found = stop_detached(port, ns.grace)
-                print(f"real-vllm: port {port}: {'stopped' if found else 'no server recorded'}")
-        elif ns.cmd == "status":
-            for line in _iter_status():
-                print(line)
-        elif ns.cmd == "bench-peer":
-            result = bench_peer(ns.base_url, extra, endpoint=ns.endpoint, backend=ns.backend)
-            print(json.dumps(result, indent=2))
-    except RealVLLMError as e:
-        print(f"real-vllm {ns.cmd}: {e}", file=sys.stderr)
-        return 1
-    return 0
+
+def _run(ns: argparse.Namespace, extra: list[str]) -> None:
+    if ns.cmd == "setup":
+        t0 = time.monotonic()
+        venv = setup()
+        print(f"real-vllm: ready ({time.monotonic() - t0:.1f} s): {venv}")
+    elif ns.cmd == "model":
+        print(build_model(ns.out))
+    elif ns.cmd == "serve":
+        state, took = serve_detached(ns.port, ns.spec, not ns.compile, extra, ns.timeout)
+        print(
+            f"real-vllm: {state.base_url} healthy after {took:.1f} s "
+            f"(pid {state.pid}, RSS {rss_mib(state.pid):.0f} MiB, model name "
+            f"{SERVED_MODEL_NAME!r}, log {state.log})"
+        )
+    elif ns.cmd == "stop":
+        ports = [ns.port] if ns.port else [s.port for s in running_servers()]
+        for port in ports:
+            found = stop_detached(port, ns.grace)
+            print(f"real-vllm: port {port}: {'stopped' if found else 'no server recorded'}")
+    elif ns.cmd == "status":
+        for line in _iter_status():
+            print(line)
+    elif ns.cmd == "bench-peer":
+        result = bench_peer(ns.base_url, extra, endpoint=ns.endpoint, backend=ns.backend)
+        print(json.dumps(result, indent=2))
 
 
 if __name__ == "__main__":

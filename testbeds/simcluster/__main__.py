@@ -11,6 +11,7 @@ import os
 import sys
 import time
 
+from ..cli import run_reporting
 from .cluster import MANUAL_OWNER, SimCluster, missing_requirements
 from .layout import Layout, SimClusterError, read_owner, running_instances
 
@@ -31,23 +32,22 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("down needs -i N or SIMCLUSTER_INSTANCE (see `status`)")
     if args.action == "up" and (problems := missing_requirements()):
         parser.error("; ".join(problems))
-    try:
-        cluster = SimCluster(args.instance)
-        if args.action == "up":
-            start = time.monotonic()
-            cluster.up(owner=MANUAL_OWNER)
-            print(cluster.status())
-            print(f"up in {time.monotonic() - start:.1f} s; try: ssh -F {cluster.ssh_config} head")
-            print(f"tear down with: python -m testbeds.simcluster down -i {cluster.instance}")
-        elif args.action == "down":
-            cluster.down()
-            print(f"instance {cluster.instance} down")
-        else:
-            print(cluster.status())
-    except SimClusterError as exc:
-        print(f"simcluster: {exc}", file=sys.stderr)
-        return 1
-    return 0
+    return run_reporting("simcluster", SimClusterError, lambda: _act(args.action, args.instance))
+
+
+def _act(action: str, instance: int | None) -> None:
+    cluster = SimCluster(instance)
+    if action == "up":
+        start = time.monotonic()
+        cluster.up(owner=MANUAL_OWNER)
+        print(cluster.status())
+        print(f"up in {time.monotonic() - start:.1f} s; try: ssh -F {cluster.ssh_config} head")
+        print(f"tear down with: python -m testbeds.simcluster down -i {cluster.instance}")
+    elif action == "down":
+        cluster.down()
+        print(f"instance {cluster.instance} down")
+    else:
+        print(cluster.status())
 
 
 if __name__ == "__main__":
