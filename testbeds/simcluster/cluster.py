@@ -14,14 +14,14 @@ import shutil
 import signal
 import socket
 import subprocess
-import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import NamedTuple, TypeVar
 
 from . import images
+from .host import SSHD, alive, comm, kill_all, missing_requirements, netns_pids, run, shared_host_paths
 from .layout import (
     FABRIC_MTU,
     MANUAL_OWNER,
@@ -32,155 +32,17 @@ from .layout import (
     lock_instance,
     pick_instance,
 )
+from .nodefiles import CONTAINERS_CONF, KEEPER_SCRIPT, SSHD_CONFIG, STORAGE_CONF
 
 ASSETS = Path(__file__).parent / "assets"
-PROJECT_DIR = Path(__file__).resolve().parent.parent.parent
 T = TypeVar("T")
 # sshd's compiled-in PATH for root sessions; node_run uses the same so both see the docker shim.
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
-REQUIRED_TOOLS = ("ip", "tc", "nsenter", "unshare", "ssh", "ssh-keygen", "podman", "runc",
-                  "busybox", "rsync")
-SSHD = "/usr/sbin/sshd"
 READY_TIMEOUT = 10.0
-
-# Runs inside the node's fresh mount+UTS namespace, already in its network namespace.
-# /sys is remounted so it shows this netns's interfaces; /sys/fs/cgroup is carried over because
-# runc needs it. /var/tmp (the harness state) stays shared; /tmp, /root, /srv, /run are private.
-KEEPER_SCRIPT = r"""
-set -e
-d=$1 st=$2 node=$3
-shift 3
-# Host paths the nodes must keep seeing (the project and its Python) even where they lie under
-# /root or /tmp, which become private below: park a bind of each, then put it back in place.
-i=0
-for p in "$@"; do
-  i=$((i + 1)); mkdir -p "$d/keep/$i"; mount --bind "$p" "$d/keep/$i"
-done
-mkdir -p "$d/cg"
-mount --rbind /sys/fs/cgroup "$d/cg"
-umount -l /sys
-mount -t sysfs sysfs /sys
-mount --rbind "$d/cg" /sys/fs/cgroup
-umount -l "$d/cg"
-hostname "$node"
-mount --bind "$d/root" /root
-mount --bind "$d/srv" /srv
-mount --bind "$d/tmp" /tmp
-mount -t tmpfs -o mode=755,size=64m tmpfs /run
-mkdir -m 755 /run/sshd
-mount -t tmpfs -o mode=1777,size=256m tmpfs /dev/shm
-mount --bind "$st/hosts" /etc/hosts
-mount --bind "$d/hostname" /etc/hostname
-mount --bind "$d/etc-containers" /etc/containers
-mount --bind "$st/bin" /usr/local/sbin
-i=0
-for p in "$@"; do
-  i=$((i + 1)); mkdir -p "$p"; mount --bind "$d/keep/$i" "$p"; umount -l "$d/keep/$i"
-done
-touch "$d/ready"
-exec sleep infinity
-"""
-
-SSHD_CONFIG = """\
-Port 22
-HostKey {d}/ssh_host_ed25519_key
-PidFile none
-PermitRootLogin prohibit-password
-PubkeyAuthentication yes
-PasswordAuthentication no
-KbdInteractiveAuthentication no
-UsePAM no
-StrictModes yes
-UseDNS no
-PrintMotd no
-PrintLastLog no
-MaxStartups 200:30:400
-MaxSessions 64
-Subsystem sftp internal-sftp
-"""
-
-# Fixes found on this kind of machine (TESTBED.md): no CAP_SYS_RESOURCE, hybrid cgroups, no
-# systemd journal. netns=host means no CNI/netavark is needed, as with `--network host`.
-CONTAINERS_CONF = """\
-[containers]
-netns = "host"
-default_ulimits = ["nofile=4096:4096", "nproc=4096:4096"]
-log_driver = "k8s-file"
-
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-tmp_dir = "/run/libpod"
-
-[network]
-network_config_dir = "{d}/networks"
-"""
-
-STORAGE_CONF = """\
-[storage]
-driver = "overlay"
-graphroot = "{d}/containers"
-runroot = "/run/containers/storage"
-"""
-
 
 class NodeAddr(NamedTuple):
     mgmt: str
     fabric: str
-
-
-def missing_requirements() -> list[str]:
-    """Why this machine cannot run the simulated cluster (empty when it can)."""
-    problems = [] if os.geteuid() == 0 else ["needs root (network namespaces, mounts, sshd)"]
-    problems += [f"missing tool: {t}" for t in REQUIRED_TOOLS if shutil.which(t) is None]
-    if not Path(SSHD).exists():
-        problems.append(f"missing {SSHD} (apt-get install openssh-server)")
-    return problems
-
-
-def _run(cmd: Sequence[str], input: str | None = None, check: bool = True,
-         timeout: float = 60) -> subprocess.CompletedProcess[str]:
-    proc = subprocess.run(list(cmd), input=input, capture_output=True, text=True,
-                          timeout=timeout, stdin=None if input is not None else subprocess.DEVNULL)
-    if check and proc.returncode != 0:
-        raise SimClusterError(
-            f"`{' '.join(cmd)}` failed ({proc.returncode}): {proc.stderr.strip()}")
-    return proc
-
-
-def shared_host_paths() -> list[str]:
-    """The project checkout and its venv, when they lie where nodes have private mounts (/root,
-    /tmp; CI may clone under /tmp): nodes run project code (the stand-in launcher, the simulated
-    vLLM endpoint) from there."""
-    private = ("/root/", "/tmp/")
-    candidates = {str(PROJECT_DIR), os.path.realpath(sys.prefix)}
-    return sorted(p for p in candidates if p.startswith(private) and os.path.isdir(p))
-
-
-def _netns_pids(name: str) -> list[int]:
-    """Live processes in a named network namespace (what `ip netns pids` prints)."""
-    try:
-        target = os.stat(f"/run/netns/{name}").st_ino
-    except FileNotFoundError:
-        return []
-    pids = []
-    for entry in os.listdir("/proc"):
-        if entry.isdigit():
-            try:
-                if os.stat(f"/proc/{entry}/ns/net").st_ino == target:
-                    pids.append(int(entry))
-            except OSError:
-                continue
-    return pids
-
-
-def _kill_all(pids: Iterable[int], sig: int) -> None:
-    for pid in pids:
-        try:
-            os.kill(pid, sig)
-        except ProcessLookupError:
-            pass
 
 
 def _parallel(fn: Callable[[str], T], items: Iterable[str]) -> list[T]:
@@ -263,24 +125,24 @@ class SimCluster:
         # Containers with a private netns are not in the node's netns: let podman remove them.
         _parallel(lambda n: self.node_run(n, "podman rm -a -f -t 0", timeout=60), used)
         for ns in map(lay.netns, NODE_NAMES):
-            _kill_all(_netns_pids(ns), signal.SIGTERM)
+            kill_all(netns_pids(ns), signal.SIGTERM)
         deadline = time.monotonic() + 3
-        while any(_netns_pids(lay.netns(n)) for n in NODE_NAMES) and time.monotonic() < deadline:
+        while any(netns_pids(lay.netns(n)) for n in NODE_NAMES) and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.02)
         for ns in map(lay.netns, NODE_NAMES):
-            _kill_all(_netns_pids(ns), signal.SIGKILL)
+            kill_all(netns_pids(ns), signal.SIGKILL)
         self._reap(wait=True)
-        existing_ns = set(_run(["ip", "netns", "list"]).stdout.split())
+        existing_ns = set(run(["ip", "netns", "list"]).stdout.split())
         existing_links = {line.split()[0].split("@")[0]
-                          for line in _run(["ip", "-br", "link"]).stdout.splitlines()}
+                          for line in run(["ip", "-br", "link"]).stdout.splitlines()}
         batch = [f"netns del {lay.netns(n)}" for n in NODE_NAMES if lay.netns(n) in existing_ns]
         batch += [f"link del {link}" for link in lay.links() if link in existing_links]
-        routes = _run(["ip", "route", "show", "type", "unreachable"]).stdout
+        routes = run(["ip", "route", "show", "type", "unreachable"]).stdout
         if lay.fabric_cidr in routes.split():
             batch.append(f"route del unreachable {lay.fabric_cidr}")
         if batch:
-            _run(["ip", "-force", "-batch", "-"], input="\n".join(batch) + "\n", check=False)
+            run(["ip", "-force", "-batch", "-"], input="\n".join(batch) + "\n", check=False)
         if self.state_dir.exists():
             shutil.rmtree(self.state_dir)
 
@@ -331,8 +193,8 @@ class SimCluster:
                 f"link set {vm} master {lay.mgmt_bridge} up",
                 f"link set {vf} master {lay.fabric_bridge} up",
             ]
-        _run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
-        _parallel(lambda n: _run(["ip", "-n", lay.netns(n), "-batch", "-"], input=(
+        run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
+        _parallel(lambda n: run(["ip", "-n", lay.netns(n), "-batch", "-"], input=(
             f"link set lo up\naddr add {lay.mgmt_ip(n)}/24 dev mgmt0\nlink set mgmt0 up\n"
             f"addr add {lay.fabric_ip(n)}/24 dev fab0\nlink set fab0 up\n")), NODE_NAMES)
 
@@ -402,7 +264,7 @@ class SimCluster:
             pid = int((self.state_dir / node / "keeper.pid").read_text())
         except (FileNotFoundError, ValueError):
             return None
-        return pid if pid in _netns_pids(self.layout.netns(node)) else None
+        return pid if pid in netns_pids(self.layout.netns(node)) else None
 
     def _enter(self, node: str) -> list[str]:
         pid = self._keeper_pid(node)
@@ -459,13 +321,13 @@ class SimCluster:
 
         The node's namespaces, containers and files stay, so `start_sshd` brings it back.
         """
-        pids = [p for p in _netns_pids(self.layout.netns(node)) if _comm(p) == "sshd"]
-        _kill_all(pids, signal.SIGTERM)
+        pids = [p for p in netns_pids(self.layout.netns(node)) if comm(p) == "sshd"]
+        kill_all(pids, signal.SIGTERM)
         deadline = time.monotonic() + 3
-        while any(_alive(p) for p in pids) and time.monotonic() < deadline:
+        while any(alive(p) for p in pids) and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.01)
-        _kill_all([p for p in pids if _alive(p)], signal.SIGKILL)
+        kill_all([p for p in pids if alive(p)], signal.SIGKILL)
         self._reap()
 
     def mount_small_fs(self, node: str, path: str, size_mb: int) -> None:
@@ -481,27 +343,27 @@ class SimCluster:
         """
         lay = self.layout
         bridge, ifb = lay.mgmt_bridge, lay.ifb
-        _run(["tc", "qdisc", "del", "dev", bridge, "root"], check=False)
-        _run(["tc", "qdisc", "del", "dev", bridge, "ingress"], check=False)
-        _run(["ip", "link", "del", ifb], check=False)
+        run(["tc", "qdisc", "del", "dev", bridge, "root"], check=False)
+        run(["tc", "qdisc", "del", "dev", bridge, "ingress"], check=False)
+        run(["ip", "link", "del", ifb], check=False)
         if rate is None:
             return
         tbf = ["tbf", "rate", rate, "burst", "256kb", "latency", "50ms"]
-        _run(["tc", "qdisc", "add", "dev", bridge, "root", *tbf])
-        _run(["ip", "link", "add", ifb, "type", "ifb"])
-        _run(["ip", "link", "set", ifb, "up"])
-        _run(["tc", "qdisc", "add", "dev", ifb, "root", *tbf])
-        _run(["tc", "qdisc", "add", "dev", bridge, "handle", "ffff:", "ingress"])
+        run(["tc", "qdisc", "add", "dev", bridge, "root", *tbf])
+        run(["ip", "link", "add", ifb, "type", "ifb"])
+        run(["ip", "link", "set", ifb, "up"])
+        run(["tc", "qdisc", "add", "dev", ifb, "root", *tbf])
+        run(["tc", "qdisc", "add", "dev", bridge, "handle", "ffff:", "ingress"])
         # u32 "match everything": this kernel has no matchall classifier.
-        _run(["tc", "filter", "add", "dev", bridge, "parent", "ffff:", "protocol", "all", "u32",
+        run(["tc", "filter", "add", "dev", bridge, "parent", "ffff:", "protocol", "all", "u32",
               "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb])
 
     def status(self) -> str:
         """One line per node: addresses and whether its namespaces and sshd are alive."""
         lines = [f"instance {self.instance}: state {self.state_dir}, ssh -F {self.ssh_config}"]
         for n, (mgmt, fab) in self.nodes.items():
-            pids = _netns_pids(self.layout.netns(n))
-            sshd = any(_comm(p) == "sshd" for p in pids)
+            pids = netns_pids(self.layout.netns(n))
+            sshd = any(comm(p) == "sshd" for p in pids)
             up = "up" if self._keeper_pid(n) else "down"
             lines.append(f"  {n:<4} mgmt {mgmt:<13} fabric {fab:<13} node {up:<4} "
                          f"sshd {'up' if sshd else 'down'}")
@@ -550,21 +412,6 @@ class SimCluster:
         if len(set(ids.values())) != 1:
             raise SimClusterError(f"image {name} has different IDs across nodes: {ids}")
         return ids
-
-
-def _alive(pid: int) -> bool:
-    """True for a running process; False for a gone or zombie one (killed, not yet reaped)."""
-    try:
-        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] != "Z"
-    except (OSError, IndexError):
-        return False
-
-
-def _comm(pid: int) -> str:
-    try:
-        return Path(f"/proc/{pid}/comm").read_text().strip()
-    except OSError:
-        return ""
 
 
 __all__ = ["MANUAL_OWNER", "NodeAddr", "SimCluster", "SimClusterError", "missing_requirements"]
