@@ -1,4 +1,4 @@
-"""Helpers shared by the bench tests: run a sweep point against an in-process simulator."""
+"""Run a sweep point against an in-process simulator: shared by tests/bench and benchmarks/render.py."""
 
 from __future__ import annotations
 
