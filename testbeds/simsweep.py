@@ -3,19 +3,14 @@
 from __future__ import annotations
 
 import asyncio
-import socket
 from pathlib import Path
 from typing import Any
 
 from bench.simserver import SimConfig, SimServer
 from bench.sweep import SweepConfig, arun_sweep
+from testbeds.ports import free_port
 
-
-def free_port() -> int:
-    """A 127.0.0.1 port nobody listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+__all__ = ["free_port", "read_requests", "sweep_against_sim"]
 
 
 def sweep_against_sim(sim_cfg: SimConfig, tmp: Path,

