@@ -3,7 +3,7 @@ ngram speculative decoding: what the harness measures must agree with what the s
 
 Counts are checked exactly: per request against the server's usage, per point and per run
 against the `/metrics` counter deltas, which this test reads on its own (with
-`bench.realvllm.read_counters`, a different parser from the harness's prometheus_client one).
+`testbeds.realvllm.read_counters`, selected and summed apart from the harness's own reading).
 Nothing else talks to the server during a run: the preflight and prompt fitting only call
 `/v1/models`, `/version` and `/tokenize`, which move no token counter.
 """

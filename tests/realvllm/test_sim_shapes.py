@@ -7,7 +7,7 @@ and the `/metrics` families with their labels, speculative decoding included.
 The real side is the recording in `real_vllm_shapes.json` (made from the live server by
 `test_real_shapes.py`), so this module needs no server and runs in every test run. Values that
 depend on the model or its tokenizer (text, token ids, prompt token counts, the version string)
-are compared by type only; see `bench.realvllm.value_diff`. Key order inside JSON objects is
+are compared by type only; see `testbeds.realvllm.value_diff`. Key order inside JSON objects is
 not compared (the simulator follows vLLM's anyway).
 """
 
