@@ -103,6 +103,7 @@ def _build_model_here(out: Path) -> None:
     n_params = sum(p.numel() for p in model.parameters())
     print(f"tiny model: vocab {tok.get_vocab_size()}, {n_params} parameters, in {out}")
 
+
 PEER_DONE = "gx10-peer-done "  # the driver's end-of-run line: PEER_DONE + "ok" | "error: ..."
 
 
@@ -127,7 +128,6 @@ def _peer_driver_here() -> None:
             status = f"error: {e!r}"
         sys.stderr.flush()
         print(PEER_DONE + status, file=out, flush=True)
-
 
 
 def main(argv: list[str]) -> int:

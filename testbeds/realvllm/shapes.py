@@ -59,7 +59,6 @@ def shape_diff(expected: Any, actual: Any, path: str = "$") -> list[str]:
     return []
 
 
-
 def stream_json(url: str, payload: dict[str, Any]) -> list[Any]:
     """A streaming request's events: parsed JSON chunks, and the final ``"[DONE]"`` as a string."""
     return [e if e == "[DONE]" else json.loads(e) for e in sse_events(url, payload)]

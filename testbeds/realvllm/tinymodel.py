@@ -21,7 +21,6 @@ def model_dir() -> Path:
     return cache_dir() / "tiny-model"
 
 
-
 def is_model_built(out: Path) -> bool:
     marker = out / MODEL_MARKER
     return marker.exists() and marker.read_text().strip() == MODEL_RECIPE

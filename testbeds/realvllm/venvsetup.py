@@ -28,10 +28,8 @@ TCMALLOC_CANDIDATES = (
 )
 
 
-
 class RealVLLMError(RuntimeError):
     """A user-facing failure of setup, model building or serving."""
-
 
 
 def cache_dir() -> Path:

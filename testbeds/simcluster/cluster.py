@@ -40,6 +40,7 @@ T = TypeVar("T")
 NODE_PATH = "/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin"
 READY_TIMEOUT = 10.0
 
+
 class NodeAddr(NamedTuple):
     mgmt: str
     fabric: str

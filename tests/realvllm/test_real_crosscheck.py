@@ -76,8 +76,6 @@ def peer_bench() -> Iterator[PeerBench]:
         yield peer
 
 
-
-
 @pytest.fixture(scope="module", params=["plain", "spec"])
 def pair(
     request: pytest.FixtureRequest,
