@@ -23,7 +23,8 @@ from tabulate import tabulate
 from bench import client
 from bench.results import points_frame
 from bench.simserver import SimConfig, SimServer
-from bench.sweep import BenchError, SweepConfig, arun_sweep, parse_concurrency
+from bench.errors import BenchError
+from bench.sweep import SweepConfig, arun_sweep, parse_concurrency
 
 DEMO_MODEL = "demo"
 DEMO_SIM = SimConfig(model=DEMO_MODEL, spec_tokens=2, spec_accept=0.7, max_batch=8)
@@ -145,7 +146,7 @@ def main(argv: list[str] | None = None) -> int:
         doc = asyncio.run(_run(cfg, demo, progress=not args.no_progress))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print("bench: interrupted; finished points are kept in results.json", file=sys.stderr)
         return 130
