@@ -2,6 +2,6 @@
 
 Modules: `client` (one streamed request, timed at socket arrival), `sweep` (closed-loop
 concurrency sweep, `SweepConfig`, `run_sweep`), `results` (results on disk, `load_results`,
-`points_frame`), `servermetrics` (`/metrics` scraping), `stats` (distributions), `simserver`
+`points_frame`), `servermetrics` (`/metrics` scraping), `stats` (distributions), `sim`
 (the simulated vLLM endpoint), `cli` (`python -m bench`).
 """

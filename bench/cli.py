@@ -22,7 +22,7 @@ from tabulate import tabulate
 
 from bench import client
 from bench.results import points_frame
-from bench.simserver import SimConfig, SimServer
+from bench.sim import SimConfig, SimServer
 from bench.errors import BenchError
 from bench.sweep import SweepConfig, arun_sweep, parse_concurrency
 

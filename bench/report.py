@@ -26,7 +26,7 @@ import numpy as np
 from bench import plots
 from bench.results import ResultsError, load_results
 
-# bench.sweep and bench.simserver (aiohttp) and cluster.serving (the SSH stack) are imported
+# bench.sweep and bench.sim (aiohttp) and cluster.serving (the SSH stack) are imported
 # where a sweep is about to run, so re-rendering from results.json starts quickly.
 if TYPE_CHECKING:
     from bench.sweep import SweepConfig
@@ -36,7 +36,7 @@ PROJECT_DIR = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
 DEMO = "demo"
 FROM_CONFIG = "from config"
-SIM_HARDWARE = "simulated endpoint (bench.simserver), no GPU"
+SIM_HARDWARE = "simulated endpoint (bench.sim), no GPU"
 TABLE_FILE = "table.md"
 # The demo endpoint: MTP with 2 draft tokens so the acceptance figure has data; a per-sequence
 # step cost so per-user speed falls as the batch grows, as on a GPU; a batch cap of 16 so the
@@ -157,7 +157,7 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
 
 def measure(target: Target, rerun: bool = False) -> dict[str, Any]:
     """Run the sweep (resuming unless `rerun`); the demo always measures afresh on a new endpoint."""
-    from bench.simserver import BackgroundSim, SimConfig
+    from bench.sim import BackgroundSim, SimConfig
     from bench.sweep import run_sweep
 
     if target.simulated:
@@ -290,7 +290,7 @@ def markdown_report(runs: Sequence[plots.Run]) -> str:
     out: list[str] = []
     if any(r.simulated for r in runs):
         out += [f"> **{plots.SIM_BANNER.capitalize()}.** These numbers come from the simulated "
-                "endpoint (bench.simserver), a test double; do not publish them as results.", ""]
+                "endpoint (bench.sim), a test double; do not publish them as results.", ""]
     for r in runs:
         settings = r.doc.get("settings") or {}
         out.append(f"- **{r.model}** on {r.hardware}; vLLM {r.version}; run {r.date}; {r.workload}, "

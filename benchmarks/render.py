@@ -29,7 +29,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from bench_fixtures import sweep_against_sim  # noqa: E402
 
 from bench import report  # noqa: E402
-from bench.simserver import SimConfig  # noqa: E402
+from bench.sim import SimConfig  # noqa: E402
 
 POINTS = [1, 2, 4, 8, 16, 32, 64]
 TARGET_S = 15.0

@@ -7,7 +7,7 @@ import socket
 from pathlib import Path
 from typing import Any
 
-from bench.simserver import SimConfig, SimServer
+from bench.sim import SimConfig, SimServer
 from bench.sweep import SweepConfig, arun_sweep
 
 

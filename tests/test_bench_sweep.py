@@ -16,7 +16,7 @@ import pytest
 
 from bench import cli, sweep
 from bench.results import ResultsError, load_results, points_frame
-from bench.simserver import BackgroundSim, SimConfig
+from bench.sim import BackgroundSim, SimConfig
 from bench.stats import summarize
 
 from bench_fixtures import free_port, read_requests, sweep_against_sim  # isort: skip
@@ -231,7 +231,7 @@ def test_load_results_errors(tmp_path: Path) -> None:
 
 def test_simserver_standalone_load_delay() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.simserver", "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "bench.sim", "--host", "127.0.0.1",
                              "--port", str(port), "--model", "solo", "--load-delay", "1.0"],
                             env=_env(), stdout=subprocess.PIPE, text=True)
     try:
