@@ -16,14 +16,14 @@ import asyncio
 import os
 import sys
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
 from bench import client
-from bench.results import points_frame
-from bench.sim import SimConfig, SimServer
 from bench.errors import BenchError
+from bench.results import points_frame
+from bench.shapes import ResultsDoc
+from bench.sim import SimConfig, SimServer
 from bench.sweep import SweepConfig, arun_sweep, parse_concurrency
 
 DEMO_MODEL = "demo"
@@ -114,7 +114,7 @@ def config_from_args(args: argparse.Namespace, demo: bool) -> SweepConfig:
     )
 
 
-def summary_table(doc: dict[str, Any]) -> str:
+def summary_table(doc: ResultsDoc) -> str:
     df = points_frame(doc)
     if df.empty:
         return "(no points)"
@@ -129,7 +129,7 @@ def summary_table(doc: dict[str, Any]) -> str:
                     missingval="-")
 
 
-async def _run(cfg: SweepConfig, demo: bool, progress: bool) -> dict[str, Any]:
+async def _run(cfg: SweepConfig, demo: bool, progress: bool) -> ResultsDoc:
     if not demo:
         return await arun_sweep(cfg, progress)
     async with SimServer(DEMO_SIM) as sim:

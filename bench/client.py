@@ -37,6 +37,7 @@ import aiohttp
 from aiohttp.client_proto import ResponseHandler
 
 from bench import netstamp
+from bench.shapes import RequestMetrics
 
 TIMING_KERNEL = "kernel"
 TIMING_SOCKET = "socket"
@@ -437,7 +438,7 @@ def _settle_token_counts(res: RequestResult) -> None:
         res.tokens_source = "estimated"
 
 
-def request_metrics(res: RequestResult) -> dict[str, Any]:
+def request_metrics(res: RequestResult) -> RequestMetrics:
     """Per-request metrics in ms (see docs/metrics.md); only for successful requests."""
     assert res.ok and res.t_first_ns is not None and res.t_last_ns is not None  # noqa: S101
     n = res.output_tokens or 0
@@ -452,7 +453,7 @@ def request_metrics(res: RequestResult) -> dict[str, Any]:
         nk = res.chunk_tokens[k]
         if nk > 0:
             itl.extend([gap / nk] * nk)
-    out: dict[str, Any] = {
+    out: RequestMetrics = {
         "ttft_ms": ttft,
         "e2el_ms": e2el,
         "tpot_ms": decode_ms / (n - 1) if n > 1 else None,

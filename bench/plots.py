@@ -34,6 +34,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocat
 from matplotlib.typing import LineStyleType, RcKeyType
 
 from bench.results import points_frame
+from bench.shapes import ResultsDoc
 
 WIDTH_IN = 8.0
 AXES_HEIGHT_IN = 4.0
@@ -73,10 +74,10 @@ class Run:
     simulated: bool
     frame: pd.DataFrame  # bench.results.points_frame
     failures: pd.DataFrame  # index concurrency, one column per failure kind, counts
-    doc: dict[str, Any] = field(repr=False)  # the results document itself
+    doc: ResultsDoc = field(repr=False)  # the results document itself
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any], hardware: str, simulated: bool) -> Run:
+    def from_doc(cls, doc: ResultsDoc, hardware: str, simulated: bool) -> Run:
         model = str(doc.get("model") or doc.get("label") or "unknown model")
         settings = doc.get("settings") or {}
         kinds = pd.DataFrame(

@@ -25,6 +25,7 @@ import numpy as np
 
 from bench import plots
 from bench.results import ResultsError, load_results
+from bench.shapes import ResultsDoc
 
 # bench.sweep and bench.sim (aiohttp) and cluster.serving (the SSH stack) are imported
 # where a sweep is about to run, so re-rendering from results.json starts quickly.
@@ -155,7 +156,7 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
                   requests=requests or b.requests_per_point, api=b.api)
 
 
-def measure(target: Target, rerun: bool = False) -> dict[str, Any]:
+def measure(target: Target, rerun: bool = False) -> ResultsDoc:
     """Run the sweep (resuming unless `rerun`); the demo always measures afresh on a new endpoint."""
     from bench.sim import BackgroundSim, SimConfig
     from bench.sweep import run_sweep
@@ -168,7 +169,7 @@ def measure(target: Target, rerun: bool = False) -> dict[str, Any]:
     return run_sweep(target.sweep_config(target.base_url, rerun), progress=False)
 
 
-def load(folder: str | Path) -> dict[str, Any]:
+def load(folder: str | Path) -> ResultsDoc:
     """results.json of a folder, checked enough to draw; ResultsError says what is wrong."""
     hint = ("; run the sweep first (`inv report --model NAME` without --load-only, `inv bench`, "
             "or this notebook with run=True)")
@@ -186,11 +187,11 @@ def load(folder: str | Path) -> dict[str, Any]:
     return doc
 
 
-def is_simulated(doc: dict[str, Any]) -> bool:
+def is_simulated(doc: ResultsDoc) -> bool:
     return "+sim" in str(doc.get("server_version") or "") or doc.get("model") == DEMO
 
 
-def run_view(doc: dict[str, Any], hardware: str) -> plots.Run:
+def run_view(doc: ResultsDoc, hardware: str) -> plots.Run:
     """The figures' view of a results document; simulated results get the simulator's label."""
     simulated = is_simulated(doc)
     return plots.Run.from_doc(doc, SIM_HARDWARE if simulated else hardware, simulated)
@@ -308,7 +309,8 @@ def markdown_report(runs: Sequence[plots.Run]) -> str:
 def _client_bound_ms(runs: Sequence[plots.Run]) -> str:
     for r in runs:
         for p in r.doc.get("points", []):
-            bound = (p.get("client") or {}).get("client_bound_threshold_ms")
+            health = p.get("client")
+            bound = health.get("client_bound_threshold_ms") if health else None
             if bound is not None:
                 return f"{bound:g}"
     return "2"
@@ -347,7 +349,7 @@ def render_runs(runs: Sequence[plots.Run], folder: str | Path) -> Rendered:
     return rendered
 
 
-def render(doc: dict[str, Any], folder: str | Path, hardware: str) -> Rendered:
+def render(doc: ResultsDoc, folder: str | Path, hardware: str) -> Rendered:
     """table.md and figures for one run, into `folder` (results/<model>/)."""
     return render_runs([run_view(doc, hardware)], folder)
 

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, sweep
+from bench import cli, pacing, sweep
 from bench.results import ResultsError, load_results, points_frame
 from bench.sim import BackgroundSim, SimConfig
 from bench.stats import summarize
@@ -46,7 +46,7 @@ def test_start_gate_spreads_a_burst_over_loop_turns() -> None:
     other callback) run in the turns between."""
 
     async def go() -> tuple[list[int], list[int]]:
-        gate = sweep._StartGate(8)
+        gate = pacing.StartGate(8)
         turn = 0
         turns_seen: list[int] = []
         order: list[int] = []
