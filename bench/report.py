@@ -27,8 +27,8 @@ from bench import plots
 from bench.results import ResultsError, load_results
 from bench.shapes import ResultsDoc
 
-# bench.sweep and bench.sim (aiohttp) and cluster.serving (the SSH stack) are imported
-# where a sweep is about to run, so re-rendering from results.json starts quickly.
+# bench.sweep and bench.sim (aiohttp) are imported where a sweep is about to run, so
+# re-rendering from results.json starts quickly.
 if TYPE_CHECKING:
     from bench.sweep import SweepConfig
     from cluster.config import Settings
@@ -143,12 +143,7 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
         note = (f"no cluster is configured yet (the config still has placeholders), so the embedded "
                 f"simulated endpoint stands in for {model!r}; results go to {results / DEMO}")
         return _demo_target(results, concurrency, input_len, output_len, requests, note)
-    if explicit or not run:
-        url = str(base_url) if explicit else None
-    else:
-        from cluster.serving import api_url  # imports the SSH stack: only when about to measure
-
-        url = api_url(s)
+    url = str(base_url) if explicit else None if not run else s.api_url
     b = s.bench
     return Target(label=label, model=served, base_url=url, simulated=False, hardware=s.hardware_label,
                   results_dir=results, concurrency=_concurrency(concurrency, b.concurrency),
