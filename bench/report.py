@@ -14,7 +14,6 @@ its model name ("demo") and always rendered as simulated, whatever label the cal
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,7 +22,8 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench import plots
+from bench import configview, plots
+from bench.configview import ClusterConfig
 from bench.results import ResultsError, load_results
 from bench.shapes import ResultsDoc
 
@@ -31,7 +31,6 @@ from bench.shapes import ResultsDoc
 # re-rendering from results.json starts quickly.
 if TYPE_CHECKING:
     from bench.sweep import SweepConfig
-    from cluster.config import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
@@ -92,13 +91,6 @@ class Target:
         return "\n".join(([f"note: {self.note}"] if self.note else []) + lines)
 
 
-def config_settings(config_file: str | None = None) -> Settings:
-    """The cluster config through Invoke's hierarchy; the runtime file as `inv -f` would take it."""
-    from cluster.config import load as load_config
-
-    return load_config(config_file or os.environ.get("INVOKE_RUNTIME_CONFIG") or None)
-
-
 def _concurrency(value: Any, default: Iterable[int]) -> tuple[int, ...]:
     """None -> default; 8, "1,2,4" or [1, 2, 4] -> a validated tuple (papermill passes any)."""
     if value is None or value == "":
@@ -120,7 +112,7 @@ def _demo_target(results_dir: Path, concurrency: Any, input_len: int | None,
 def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None,
          input_len: int | None = None, output_len: int | None = None, requests: int | None = None,
          results_dir: str | Path = "results", run: bool = True, config_file: str | None = None,
-         settings: Settings | None = None) -> Target:
+         settings: ClusterConfig | None = None) -> Target:
     """Resolve the notebook's parameters against the config into a `Target`.
 
     `model` is a name under `models:` (its served name is what the requests carry; results go to
@@ -133,7 +125,7 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
     if model == DEMO:
         return _demo_target(results, concurrency, input_len, output_len, requests)
     explicit = base_url not in (None, "", FROM_CONFIG)
-    s = settings if settings is not None else config_settings(config_file)
+    s = settings if settings is not None else configview.load(config_file)
     if model in s.models or (run and not explicit):
         spec = s.model(model)  # raises ConfigError naming the configured models
         label, served = spec.name, spec.served_name
@@ -193,7 +185,7 @@ def run_view(doc: ResultsDoc, hardware: str) -> plots.Run:
 
 
 def load_runs(names: str | Sequence[str], results_dir: str | Path = "results", config_file: str | None = None,
-              settings: Settings | None = None) -> list[plots.Run]:
+              settings: ClusterConfig | None = None) -> list[plots.Run]:
     """Load `results_dir/<name>/results.json` for each name (comma list or sequence)."""
     wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
     wanted = [n for n in wanted if n]
@@ -202,7 +194,7 @@ def load_runs(names: str | Sequence[str], results_dir: str | Path = "results", c
     docs = [load(Path(results_dir) / n) for n in wanted]
     hardware = SIM_HARDWARE
     if not all(is_simulated(d) for d in docs):
-        hardware = (settings if settings is not None else config_settings(config_file)).hardware_label
+        hardware = (settings if settings is not None else configview.load(config_file)).hardware_label
     runs = [run_view(d, hardware) for d in docs]
     short = [r.name for r in runs]
     if len(set(short)) < len(short):
