@@ -152,24 +152,29 @@ def bench(c: Context, model: str | None = None, concurrency: str | None = None, 
           rerun: bool = False) -> None:
     """Run a concurrency sweep against the head's vLLM API; results in results/<model>/."""
     from bench import cli as bench_cli
+    from bench.sweep import SweepConfig
 
     s = settings(c)
     b = s.bench
-    argv = ["--concurrency", concurrency or ",".join(map(str, b.concurrency)),
-            "--input-len", str(input_len or b.input_len), "--output-len", str(output_len or b.output_len),
-            "--api", api or b.api, "--results-dir", str(s.results_dir)]
     if model == "demo":
-        argv = ["--demo", "--results-dir", str(s.results_dir)] + (["--concurrency", concurrency] if concurrency else [])
+        def sweep_config() -> SweepConfig:
+            n = bench_cli.int_flag("requests", requests) or b.requests_per_point or None
+            return bench_cli.demo_config(s.results_dir, concurrency, n, rerun)
     else:
         s.require_cluster()
         spec = s.model(model)
-        argv += ["--base-url", serving.api_url(s), "--model", spec.served_name, "--label", spec.name]
-    n = requests or b.requests_per_point
-    if n:
-        argv += ["--requests", str(n)]
-    if rerun:
-        argv.append("--rerun")
-    code = bench_cli.main(argv)
+
+        def sweep_config() -> SweepConfig:
+            return SweepConfig(
+                base_url=s.api_url, model=spec.served_name, label=spec.name,
+                concurrency=bench_cli.concurrency_list(concurrency or ",".join(map(str, b.concurrency))),
+                input_len=bench_cli.int_flag("input-len", input_len) or b.input_len,
+                output_len=bench_cli.int_flag("output-len", output_len) or b.output_len,
+                requests_per_point=bench_cli.int_flag("requests", requests) or b.requests_per_point or None,
+                api=api or b.api, results_dir=s.results_dir, rerun=rerun,
+            )
+
+    code = bench_cli.run(sweep_config, demo=model == "demo")
     if code:
         raise Exit(code=code)
 

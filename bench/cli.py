@@ -15,18 +15,23 @@ import argparse
 import asyncio
 import os
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
 
 from tabulate import tabulate
 
 from bench import client
+from bench.errors import BenchError
 from bench.results import points_frame
-from bench.simserver import SimConfig, SimServer
-from bench.sweep import BenchError, SweepConfig, arun_sweep, parse_concurrency
+from bench.shapes import ResultsDoc
+from bench.sim import SimConfig, SimServer
+from bench.sweep import SweepConfig, arun_sweep, parse_concurrency
 
 DEMO_MODEL = "demo"
 DEMO_SIM = SimConfig(model=DEMO_MODEL, spec_tokens=2, spec_accept=0.7, max_batch=8)
+DEMO_CONCURRENCY = "1,4,8"
+DEMO_INPUT_LEN = 64
+DEMO_OUTPUT_LEN = 32
 
 
 def _env(name: str, default: str | None = None) -> str | None:
@@ -85,12 +90,33 @@ def _int_opt(value: int | None, env: str, default: int | None) -> int | None:
         raise BenchError(f"GX10_BENCH_{env}={raw!r} is not an integer") from None
 
 
-def config_from_args(args: argparse.Namespace, demo: bool) -> SweepConfig:
-    """Turn parsed arguments (+ environment) into a SweepConfig; BenchError when unusable."""
+class UsageError(BenchError):
+    """A flag with a value of the wrong kind (argparse's exit code)."""
+
+    exit_code = 2
+
+
+def int_flag(flag: str, value: object) -> int | None:
+    """A flag's value as an integer, for callers that get flags as text (Invoke tasks)."""
+    if value is None or isinstance(value, int):
+        return value
     try:
-        conc = parse_concurrency(args.concurrency or ("1,4,8" if demo else "1,2,4,8"))
+        return int(str(value))
+    except ValueError:
+        raise UsageError(f"argument --{flag}: invalid int value: {value!r}") from None
+
+
+def concurrency_list(text: str) -> list[int]:
+    """`parse_concurrency`, its ValueError as the BenchError the user sees."""
+    try:
+        return parse_concurrency(text)
     except ValueError as exc:
         raise BenchError(str(exc)) from None
+
+
+def config_from_args(args: argparse.Namespace, demo: bool) -> SweepConfig:
+    """Turn parsed arguments (+ environment) into a SweepConfig; BenchError when unusable."""
+    conc = concurrency_list(args.concurrency or (DEMO_CONCURRENCY if demo else "1,2,4,8"))
     if not demo and not args.base_url:
         raise BenchError("no server URL: pass --base-url (or GX10_BENCH_URL), or --demo")
     if not demo and not args.model:
@@ -100,8 +126,8 @@ def config_from_args(args: argparse.Namespace, demo: bool) -> SweepConfig:
         model=DEMO_MODEL if demo else args.model,
         label=args.label or (DEMO_MODEL if demo else None),
         concurrency=conc,
-        input_len=_int_opt(args.input_len, "INPUT_LEN", 64 if demo else 128) or 0,
-        output_len=_int_opt(args.output_len, "OUTPUT_LEN", 32 if demo else 128) or 0,
+        input_len=_int_opt(args.input_len, "INPUT_LEN", DEMO_INPUT_LEN if demo else 128) or 0,
+        output_len=_int_opt(args.output_len, "OUTPUT_LEN", DEMO_OUTPUT_LEN if demo else 128) or 0,
         requests_per_point=_int_opt(args.requests, "REQUESTS", None),
         warmup=_int_opt(args.warmup, "WARMUP", None),
         api=args.api,
@@ -113,7 +139,7 @@ def config_from_args(args: argparse.Namespace, demo: bool) -> SweepConfig:
     )
 
 
-def summary_table(doc: dict[str, Any]) -> str:
+def summary_table(doc: ResultsDoc) -> str:
     df = points_frame(doc)
     if df.empty:
         return "(no points)"
@@ -128,7 +154,7 @@ def summary_table(doc: dict[str, Any]) -> str:
                     missingval="-")
 
 
-async def _run(cfg: SweepConfig, demo: bool, progress: bool) -> dict[str, Any]:
+async def _run(cfg: SweepConfig, demo: bool, progress: bool) -> ResultsDoc:
     if not demo:
         return await arun_sweep(cfg, progress)
     async with SimServer(DEMO_SIM) as sim:
@@ -136,16 +162,25 @@ async def _run(cfg: SweepConfig, demo: bool, progress: bool) -> dict[str, Any]:
         return await arun_sweep(cfg, progress)
 
 
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    demo = bool(args.demo or (args.model == DEMO_MODEL and not args.base_url))
+def demo_config(results_dir: Path, concurrency: str | None = None, requests: int | None = None,
+                rerun: bool = False) -> SweepConfig:
+    """The demo sweep against the embedded simulated endpoint (its URL is set when it starts)."""
+    return SweepConfig(base_url="http://127.0.0.1:0", model=DEMO_MODEL, label=DEMO_MODEL,
+                       concurrency=concurrency_list(concurrency or DEMO_CONCURRENCY),
+                       input_len=DEMO_INPUT_LEN, output_len=DEMO_OUTPUT_LEN,
+                       requests_per_point=requests, results_dir=results_dir, rerun=rerun)
+
+
+def run(make_config: Callable[[], SweepConfig], demo: bool, progress: bool = True) -> int:
+    """Build the config, run the sweep (`demo`: on the embedded endpoint), print the summary;
+    return the exit code. Errors are one line on stderr; Ctrl-C keeps the finished points."""
     try:
-        cfg = config_from_args(args, demo)
+        cfg = make_config()
         cfg.validate()
-        doc = asyncio.run(_run(cfg, demo, progress=not args.no_progress))
+        doc = asyncio.run(_run(cfg, demo, progress))
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
-        return 1
+        return exc.exit_code
     except KeyboardInterrupt:
         print("bench: interrupted; finished points are kept in results.json", file=sys.stderr)
         return 130
@@ -155,3 +190,9 @@ def main(argv: list[str] | None = None) -> int:
     if failed:
         print(f"note: {failed} request(s) failed; see failures in results.json", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    demo = bool(args.demo or (args.model == DEMO_MODEL and not args.base_url))
+    return run(lambda: config_from_args(args, demo), demo, progress=not args.no_progress)

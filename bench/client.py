@@ -19,128 +19,28 @@ the client's own request path. The session uses `trust_env=False` (no netrc/prox
 thread pool per request), keep-alive, a connection pool sized to the concurrency (aiohttp's
 default of 100 would silently cap a sweep), no compression, and finite timeouts.
 
-Public: `make_session(concurrency, timeouts)`, `Timeouts`, `RequestSpec`, `RequestResult`,
-`send_request(session, base_url, spec)`, `request_metrics(result)`.
+Public: `make_session(concurrency, timeouts)` and `Timeouts` (from `bench.connection`),
+`RequestSpec`, `RequestResult`, `send_request(session, base_url, spec)`, `request_metrics(result)`.
 """
 
 from __future__ import annotations
 
 import asyncio
-import functools
-import inspect
 import json
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import aiohttp
-from aiohttp.client_proto import ResponseHandler
 
-from bench import netstamp
+from bench.connection import StampingHandler, Timeouts, make_session
+from bench.shapes import RequestMetrics
 
 TIMING_KERNEL = "kernel"
 TIMING_SOCKET = "socket"
 TIMING_READ = "read"
 SEND_WRITE = "write"
 SEND_CALL = "call"
-_HAS_SOCKET_FACTORY = "socket_factory" in inspect.signature(aiohttp.TCPConnector).parameters
-
-
-@dataclass
-class _Marks:
-    """Per read of one response body: arrival ns, when the read ran, body bytes so far."""
-
-    arrival: list[int] = field(default_factory=list)
-    read: list[int] = field(default_factory=list)
-    nbytes: list[int] = field(default_factory=list)
-    kernel: bool = True
-
-
-class _StampingHandler(ResponseHandler):
-    """aiohttp's response protocol that hands each read's body bytes, with the read's stamps, to
-    the response's `_EventParser` once one is attached, and keeps `_Marks` until then."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        super().__init__(*args, **kwargs)
-        self.marks_payload: object | None = None
-        self.marks = _Marks()
-        self.stamped: netstamp.StampedSocket | None = None
-        self.events: _EventParser | None = None
-
-    def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        super().connection_made(transport)
-        self.stamped = netstamp.lookup(transport)
-
-    def resume_reading(self, resume_parser: bool = True) -> None:
-        # aiohttp calls this whenever a body read leaves its buffer below the low-water mark,
-        # which for an event stream read as it arrives is every read; re-running the parser on
-        # no data costs more than parsing the event. Nothing to resume unless something paused.
-        if self._reading_paused or self._buffer_paused:
-            super().resume_reading(resume_parser)
-
-    def data_received(self, data: bytes) -> None:
-        if not data:  # aiohttp resuming its parser after a pause; nothing arrived
-            super().data_received(data)
-            return
-        t_read = time.perf_counter_ns()
-        sock = self.stamped
-        t_kernel = sock.rx_kernel_ns if sock is not None else None
-        if sock is not None and sock.rx_read_ns is not None:
-            t_read = sock.rx_read_ns
-        super().data_received(data)
-        if self.events is not None:
-            self.events.pump(t_kernel, t_read)
-            return
-        payload = self._payload
-        if payload is None:
-            return
-        if payload is not self.marks_payload:
-            self.marks_payload = payload
-            self.marks = _Marks(kernel=sock is not None)
-        marks = self.marks
-        if t_kernel is None:
-            marks.kernel = False
-        marks.arrival.append(t_read if t_kernel is None else t_kernel)
-        marks.read.append(t_read)
-        marks.nbytes.append(payload.total_bytes)
-
-
-class _StampingConnector(aiohttp.TCPConnector):
-    """A TCPConnector whose connections are `StampedSocket`s under a `_StampingHandler`."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        if _HAS_SOCKET_FACTORY:
-            kwargs["socket_factory"] = netstamp.client_socket
-        super().__init__(*args, **kwargs)
-        if hasattr(self, "_factory"):
-            self._factory = functools.partial(  # type: ignore[assignment]
-                _StampingHandler, loop=self._loop)
-
-
-@dataclass(frozen=True)
-class Timeouts:
-    """Generous but finite: a stuck server fails a request instead of hanging a sweep."""
-
-    connect_s: float = 10.0
-    read_s: float = 300.0
-    total_s: float = 3600.0
-
-
-def make_session(concurrency: int, timeouts: Timeouts | None = None) -> aiohttp.ClientSession:
-    """One shared session for a concurrency point: pool = concurrency, keep-alive, no env."""
-    t = timeouts or Timeouts()
-    connector = _StampingConnector(limit=max(1, concurrency) + 4, limit_per_host=0,
-                                   keepalive_timeout=120, ttl_dns_cache=None)
-    return aiohttp.ClientSession(
-        connector=connector,
-        trust_env=False,
-        auto_decompress=False,
-        headers={"Accept-Encoding": "identity"},
-        timeout=aiohttp.ClientTimeout(total=t.total_s, connect=t.connect_s,
-                                      sock_connect=t.connect_s, sock_read=t.read_s),
-    )
-
-
 @dataclass
 class RequestSpec:
     """What to send. `rid` goes out as `X-Request-Id` (vLLM and the simulator both honour it)."""
@@ -243,7 +143,7 @@ async def send_request(session: aiohttp.ClientSession, base_url: str,
     try:
         async with session.post(url, data=body, headers=headers) as resp:
             proto = resp.connection.protocol if resp.connection is not None else None
-            sock = proto.stamped if isinstance(proto, _StampingHandler) else None
+            sock = proto.stamped if isinstance(proto, StampingHandler) else None
             # The connection was ours alone since before t_call, and its previous response was
             # read to the end, so the first write after that read is this request's.
             if sock is not None and sock.tx_start_ns is not None and sock.tx_start_ns >= t_call:
@@ -281,7 +181,7 @@ async def send_request(session: aiohttp.ClientSession, base_url: str,
     return res
 
 
-class _EventParser:
+class EventParser:
     """Parses one response's server-sent events as their bytes arrive, stamping each event with
     the arrival of the read that brought its last byte. Fed from the protocol's `data_received`
     (no task wake-up per event, which at high concurrency is a large part of the client's CPU),
@@ -386,8 +286,8 @@ class _EventParser:
 async def _read_stream(resp: aiohttp.ClientResponse, res: RequestResult) -> bool:
     """Parse the event stream; returns True when `data: [DONE]` was seen."""
     proto = resp.connection.protocol if resp.connection is not None else None
-    parser = _EventParser(res, resp.content, asyncio.get_running_loop())
-    if not isinstance(proto, _StampingHandler) or proto.marks_payload is not resp.content:
+    parser = EventParser(res, resp.content, asyncio.get_running_loop())
+    if not isinstance(proto, StampingHandler) or proto.marks_payload is not resp.content:
         res.timing_source = TIMING_READ
         while not parser.finished.done():
             data = await resp.content.readany()
@@ -437,7 +337,7 @@ def _settle_token_counts(res: RequestResult) -> None:
         res.tokens_source = "estimated"
 
 
-def request_metrics(res: RequestResult) -> dict[str, Any]:
+def request_metrics(res: RequestResult) -> RequestMetrics:
     """Per-request metrics in ms (see docs/metrics.md); only for successful requests."""
     assert res.ok and res.t_first_ns is not None and res.t_last_ns is not None  # noqa: S101
     n = res.output_tokens or 0
@@ -452,7 +352,7 @@ def request_metrics(res: RequestResult) -> dict[str, Any]:
         nk = res.chunk_tokens[k]
         if nk > 0:
             itl.extend([gap / nk] * nk)
-    out: dict[str, Any] = {
+    out: RequestMetrics = {
         "ttft_ms": ttft,
         "e2el_ms": e2el,
         "tpot_ms": decode_ms / (n - 1) if n > 1 else None,
@@ -463,3 +363,7 @@ def request_metrics(res: RequestResult) -> dict[str, Any]:
         "tokens_per_chunk": list(res.chunk_tokens),
     }
     return out
+
+
+__all__ = ["SEND_CALL", "SEND_WRITE", "TIMING_KERNEL", "TIMING_READ", "TIMING_SOCKET", "RequestResult",
+           "RequestSpec", "Timeouts", "make_session", "request_metrics", "send_request"]

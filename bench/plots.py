@@ -34,6 +34,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocat
 from matplotlib.typing import LineStyleType, RcKeyType
 
 from bench.results import points_frame
+from bench.shapes import ResultsDoc
 
 WIDTH_IN = 8.0
 AXES_HEIGHT_IN = 4.0
@@ -73,10 +74,10 @@ class Run:
     simulated: bool
     frame: pd.DataFrame  # bench.results.points_frame
     failures: pd.DataFrame  # index concurrency, one column per failure kind, counts
-    doc: dict[str, Any] = field(repr=False)  # the results document itself
+    doc: ResultsDoc = field(repr=False)  # the results document itself
 
     @classmethod
-    def from_doc(cls, doc: dict[str, Any], hardware: str, simulated: bool) -> Run:
+    def from_doc(cls, doc: ResultsDoc, hardware: str, simulated: bool) -> Run:
         model = str(doc.get("model") or doc.get("label") or "unknown model")
         settings = doc.get("settings") or {}
         kinds = pd.DataFrame(
@@ -230,14 +231,23 @@ def _log_if_wide(ax: Axes, values: pd.Series, label: str) -> None:
         ax.set_ylabel(label)
 
 
+def _against_concurrency(runs: Sequence[Run], title: str, solid: str,
+                         dashed: str | None = None) -> tuple[Figure, Axes]:
+    """One or two series per run against concurrency: `solid` (circles), `dashed` (squares)."""
+    fig, (ax,) = _figure(runs, _title(runs, title))
+    for i, r in enumerate(runs):
+        ax.plot(r.frame["concurrency"], r.frame[solid], marker="o", color=_color(i))
+        if dashed is not None:
+            ax.plot(r.frame["concurrency"], r.frame[dashed], marker="s", linestyle="--",
+                    color=_color(i), alpha=0.75)
+    _concurrency_axis(ax, runs)
+    return fig, ax
+
+
 @_styled
 def throughput(runs: Sequence[Run]) -> Figure:
     """Aggregate output tokens/s against concurrency."""
-    fig, (ax,) = _figure(runs, _title(runs, "aggregate output throughput"))
-    for i, r in enumerate(runs):
-        ax.plot(r.frame["concurrency"], r.frame["output_tok_s"], marker="o", color=_color(i),
-                label=r.name)
-    _concurrency_axis(ax, runs)
+    fig, ax = _against_concurrency(runs, "aggregate output throughput", "output_tok_s")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("output tokens/s, all users together")
     _legend(ax, runs)
@@ -247,12 +257,7 @@ def throughput(runs: Sequence[Run]) -> Figure:
 @_styled
 def per_user(runs: Sequence[Run]) -> Figure:
     """Per-user speed against concurrency: decode speed (solid) and including TTFT (dashed)."""
-    fig, (ax,) = _figure(runs, _title(runs, "speed each user sees"))
-    for i, r in enumerate(runs):
-        ax.plot(r.frame["concurrency"], r.frame["decode_tok_s_p50"], marker="o", color=_color(i))
-        ax.plot(r.frame["concurrency"], r.frame["e2e_tok_s_p50"], marker="s", linestyle="--",
-                color=_color(i), alpha=0.75)
-    _concurrency_axis(ax, runs)
+    fig, ax = _against_concurrency(runs, "speed each user sees", "decode_tok_s_p50", "e2e_tok_s_p50")
     ax.set_ylim(bottom=0)
     ax.set_ylabel("output tokens/s per user")
     _legend(ax, runs, [("-", "o", "decode speed after the first token (p50)"),
@@ -263,12 +268,7 @@ def per_user(runs: Sequence[Run]) -> Figure:
 @_styled
 def ttft(runs: Sequence[Run]) -> Figure:
     """Time to first token, p50 (solid) and p99 (dashed), against concurrency."""
-    fig, (ax,) = _figure(runs, _title(runs, "time to first token"))
-    for i, r in enumerate(runs):
-        ax.plot(r.frame["concurrency"], r.frame["ttft_p50_ms"], marker="o", color=_color(i))
-        ax.plot(r.frame["concurrency"], r.frame["ttft_p99_ms"], marker="s", linestyle="--",
-                color=_color(i), alpha=0.75)
-    _concurrency_axis(ax, runs)
+    fig, ax = _against_concurrency(runs, "time to first token", "ttft_p50_ms", "ttft_p99_ms")
     both = pd.concat([r.frame[c] for r in runs for c in ("ttft_p50_ms", "ttft_p99_ms")])
     _log_if_wide(ax, both, "time to first token (ms)")
     _legend(ax, runs, [("-", "o", "median (p50)"), ("--", "s", "p99")])

@@ -14,7 +14,6 @@ its model name ("demo") and always rendered as simulated, whatever label the cal
 from __future__ import annotations
 
 import dataclasses
-import os
 import re
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
@@ -23,20 +22,21 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench import plots
+from bench import configview, plots
+from bench.configview import ClusterConfig
 from bench.results import ResultsError, load_results
+from bench.shapes import ResultsDoc
 
-# bench.sweep and bench.simserver (aiohttp) and cluster.serving (the SSH stack) are imported
-# where a sweep is about to run, so re-rendering from results.json starts quickly.
+# bench.sweep and bench.sim (aiohttp) are imported where a sweep is about to run, so
+# re-rendering from results.json starts quickly.
 if TYPE_CHECKING:
     from bench.sweep import SweepConfig
-    from cluster.config import Settings
 
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 NOTEBOOKS_DIR = PROJECT_DIR / "notebooks"
 DEMO = "demo"
 FROM_CONFIG = "from config"
-SIM_HARDWARE = "simulated endpoint (bench.simserver), no GPU"
+SIM_HARDWARE = "simulated endpoint (bench.sim), no GPU"
 TABLE_FILE = "table.md"
 # The demo endpoint: MTP with 2 draft tokens so the acceptance figure has data; a per-sequence
 # step cost so per-user speed falls as the batch grows, as on a GPU; a batch cap of 16 so the
@@ -91,13 +91,6 @@ class Target:
         return "\n".join(([f"note: {self.note}"] if self.note else []) + lines)
 
 
-def config_settings(config_file: str | None = None) -> Settings:
-    """The cluster config through Invoke's hierarchy; the runtime file as `inv -f` would take it."""
-    from cluster.config import load as load_config
-
-    return load_config(config_file or os.environ.get("INVOKE_RUNTIME_CONFIG") or None)
-
-
 def _concurrency(value: Any, default: Iterable[int]) -> tuple[int, ...]:
     """None -> default; 8, "1,2,4" or [1, 2, 4] -> a validated tuple (papermill passes any)."""
     if value is None or value == "":
@@ -119,7 +112,7 @@ def _demo_target(results_dir: Path, concurrency: Any, input_len: int | None,
 def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None,
          input_len: int | None = None, output_len: int | None = None, requests: int | None = None,
          results_dir: str | Path = "results", run: bool = True, config_file: str | None = None,
-         settings: Settings | None = None) -> Target:
+         settings: ClusterConfig | None = None) -> Target:
     """Resolve the notebook's parameters against the config into a `Target`.
 
     `model` is a name under `models:` (its served name is what the requests carry; results go to
@@ -132,7 +125,7 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
     if model == DEMO:
         return _demo_target(results, concurrency, input_len, output_len, requests)
     explicit = base_url not in (None, "", FROM_CONFIG)
-    s = settings if settings is not None else config_settings(config_file)
+    s = settings if settings is not None else configview.load(config_file)
     if model in s.models or (run and not explicit):
         spec = s.model(model)  # raises ConfigError naming the configured models
         label, served = spec.name, spec.served_name
@@ -142,12 +135,7 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
         note = (f"no cluster is configured yet (the config still has placeholders), so the embedded "
                 f"simulated endpoint stands in for {model!r}; results go to {results / DEMO}")
         return _demo_target(results, concurrency, input_len, output_len, requests, note)
-    if explicit or not run:
-        url = str(base_url) if explicit else None
-    else:
-        from cluster.serving import api_url  # imports the SSH stack: only when about to measure
-
-        url = api_url(s)
+    url = str(base_url) if explicit else None if not run else s.api_url
     b = s.bench
     return Target(label=label, model=served, base_url=url, simulated=False, hardware=s.hardware_label,
                   results_dir=results, concurrency=_concurrency(concurrency, b.concurrency),
@@ -155,9 +143,9 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
                   requests=requests or b.requests_per_point, api=b.api)
 
 
-def measure(target: Target, rerun: bool = False) -> dict[str, Any]:
+def measure(target: Target, rerun: bool = False) -> ResultsDoc:
     """Run the sweep (resuming unless `rerun`); the demo always measures afresh on a new endpoint."""
-    from bench.simserver import BackgroundSim, SimConfig
+    from bench.sim import BackgroundSim, SimConfig
     from bench.sweep import run_sweep
 
     if target.simulated:
@@ -168,7 +156,7 @@ def measure(target: Target, rerun: bool = False) -> dict[str, Any]:
     return run_sweep(target.sweep_config(target.base_url, rerun), progress=False)
 
 
-def load(folder: str | Path) -> dict[str, Any]:
+def load(folder: str | Path) -> ResultsDoc:
     """results.json of a folder, checked enough to draw; ResultsError says what is wrong."""
     hint = ("; run the sweep first (`inv report --model NAME` without --load-only, `inv bench`, "
             "or this notebook with run=True)")
@@ -186,18 +174,18 @@ def load(folder: str | Path) -> dict[str, Any]:
     return doc
 
 
-def is_simulated(doc: dict[str, Any]) -> bool:
+def is_simulated(doc: ResultsDoc) -> bool:
     return "+sim" in str(doc.get("server_version") or "") or doc.get("model") == DEMO
 
 
-def run_view(doc: dict[str, Any], hardware: str) -> plots.Run:
+def run_view(doc: ResultsDoc, hardware: str) -> plots.Run:
     """The figures' view of a results document; simulated results get the simulator's label."""
     simulated = is_simulated(doc)
     return plots.Run.from_doc(doc, SIM_HARDWARE if simulated else hardware, simulated)
 
 
 def load_runs(names: str | Sequence[str], results_dir: str | Path = "results", config_file: str | None = None,
-              settings: Settings | None = None) -> list[plots.Run]:
+              settings: ClusterConfig | None = None) -> list[plots.Run]:
     """Load `results_dir/<name>/results.json` for each name (comma list or sequence)."""
     wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
     wanted = [n for n in wanted if n]
@@ -206,7 +194,7 @@ def load_runs(names: str | Sequence[str], results_dir: str | Path = "results", c
     docs = [load(Path(results_dir) / n) for n in wanted]
     hardware = SIM_HARDWARE
     if not all(is_simulated(d) for d in docs):
-        hardware = (settings if settings is not None else config_settings(config_file)).hardware_label
+        hardware = (settings if settings is not None else configview.load(config_file)).hardware_label
     runs = [run_view(d, hardware) for d in docs]
     short = [r.name for r in runs]
     if len(set(short)) < len(short):
@@ -290,7 +278,7 @@ def markdown_report(runs: Sequence[plots.Run]) -> str:
     out: list[str] = []
     if any(r.simulated for r in runs):
         out += [f"> **{plots.SIM_BANNER.capitalize()}.** These numbers come from the simulated "
-                "endpoint (bench.simserver), a test double; do not publish them as results.", ""]
+                "endpoint (bench.sim), a test double; do not publish them as results.", ""]
     for r in runs:
         settings = r.doc.get("settings") or {}
         out.append(f"- **{r.model}** on {r.hardware}; vLLM {r.version}; run {r.date}; {r.workload}, "
@@ -308,7 +296,8 @@ def markdown_report(runs: Sequence[plots.Run]) -> str:
 def _client_bound_ms(runs: Sequence[plots.Run]) -> str:
     for r in runs:
         for p in r.doc.get("points", []):
-            bound = (p.get("client") or {}).get("client_bound_threshold_ms")
+            health = p.get("client")
+            bound = health.get("client_bound_threshold_ms") if health else None
             if bound is not None:
                 return f"{bound:g}"
     return "2"
@@ -347,7 +336,7 @@ def render_runs(runs: Sequence[plots.Run], folder: str | Path) -> Rendered:
     return rendered
 
 
-def render(doc: dict[str, Any], folder: str | Path, hardware: str) -> Rendered:
+def render(doc: ResultsDoc, folder: str | Path, hardware: str) -> Rendered:
     """table.md and figures for one run, into `folder` (results/<model>/)."""
     return render_runs([run_view(doc, hardware)], folder)
 

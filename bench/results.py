@@ -17,9 +17,12 @@ import os
 import tempfile
 from collections.abc import Iterable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import pandas as pd
+
+from bench.errors import BenchError
+from bench.shapes import RequestRow, ResultsDoc
 
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
@@ -31,11 +34,11 @@ DIST_COLUMNS = {
 }
 
 
-class ResultsError(Exception):
+class ResultsError(BenchError):
     """A results file is missing, unreadable or not a results document we understand."""
 
 
-def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
+def write_json_atomic(path: Path, doc: ResultsDoc) -> None:
     """Write via a temp file in the same directory and rename, so readers never see half."""
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".results-", suffix=".tmp", dir=path.parent)
@@ -52,7 +55,7 @@ def write_json_atomic(path: Path, doc: dict[str, Any]) -> None:
         raise
 
 
-def append_lines(path: Path, rows: Iterable[dict[str, Any]]) -> None:
+def append_lines(path: Path, rows: Iterable[RequestRow]) -> None:
     with path.open("a") as f:
         for row in rows:
             f.write(json.dumps(row, separators=(",", ":")) + "\n")
@@ -78,7 +81,7 @@ def prune_requests(path: Path, keep: set[int]) -> None:
     os.replace(tmp, path)
 
 
-def load_results(path_or_dir: str | Path) -> dict[str, Any]:
+def load_results(path_or_dir: str | Path) -> ResultsDoc:
     """Load results.json (or `<dir>/results.json`); raise ResultsError saying what is wrong."""
     path = Path(path_or_dir)
     if path.is_dir():
@@ -96,10 +99,10 @@ def load_results(path_or_dir: str | Path) -> dict[str, Any]:
                            f"this harness reads {SCHEMA_VERSION}")
     if not isinstance(doc.get("points"), list):
         raise ResultsError(f"{path} has no points list")
-    return doc
+    return cast(ResultsDoc, doc)
 
 
-def _get(d: dict[str, Any] | None, *keys: str) -> Any:
+def _get(d: Any, *keys: str) -> Any:
     for k in keys:
         if not isinstance(d, dict):
             return None
@@ -107,7 +110,7 @@ def _get(d: dict[str, Any] | None, *keys: str) -> Any:
     return d
 
 
-def points_frame(doc: dict[str, Any]) -> pd.DataFrame:
+def points_frame(doc: ResultsDoc) -> pd.DataFrame:
     """One row per concurrency point, flat columns (`ttft_p50_ms`, `output_tok_s`, ...)."""
     rows = []
     for p in sorted(doc.get("points", []), key=lambda p: p["concurrency"]):

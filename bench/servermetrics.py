@@ -10,12 +10,12 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from typing import Any
 
 import aiohttp
 from prometheus_client.parser import text_string_to_metric_families
 
 from bench.aiotools import cancel_and_wait
+from bench.shapes import GaugeSummary, ServerSummary
 
 COUNTERS = {
     "prompt_tokens": "vllm:prompt_tokens_total",
@@ -125,15 +125,15 @@ class GaugeSampler:
     async def stop(self) -> None:
         await cancel_and_wait(self._task)
 
-    def summary(self) -> dict[str, dict[str, float | int] | None]:
-        out: dict[str, dict[str, float | int] | None] = {}
+    def summary(self) -> dict[str, GaugeSummary | None]:
+        out: dict[str, GaugeSummary | None] = {}
         for key, vals in self.samples.items():
             out[key] = ({"max": max(vals), "mean": sum(vals) / len(vals), "samples": len(vals)}
                         if vals else None)
         return out
 
 
-def counter_deltas(before: Snapshot, after: Snapshot) -> dict[str, Any]:
+def counter_deltas(before: Snapshot, after: Snapshot) -> ServerSummary:
     """Deltas and speculative-decoding rates over a window; absent counters stay None."""
     deltas: dict[str, float | None] = {}
     absent: list[str] = []

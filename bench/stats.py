@@ -10,13 +10,14 @@ from collections.abc import Sequence
 
 import numpy as np
 
-STAT_KEYS = ("count", "mean", "std", "min", "p50", "p90", "p95", "p99", "max")
+from bench.shapes import Distribution
 
 
-def summarize(values: Sequence[float]) -> dict[str, float | int | None]:
+def summarize(values: Sequence[float]) -> Distribution:
     """count, mean, std (population), min, p50, p90, p95, p99, max; None when empty."""
     if len(values) == 0:
-        return {k: (0 if k == "count" else None) for k in STAT_KEYS}
+        return {"count": 0, "mean": None, "std": None, "min": None, "p50": None, "p90": None,
+                "p95": None, "p99": None, "max": None}
     arr = np.asarray(values, dtype=float)
     p50, p90, p95, p99 = np.percentile(arr, [50, 90, 95, 99])
     return {

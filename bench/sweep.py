@@ -3,32 +3,27 @@
 Per point: exactly C requests in flight (a worker sends its next request when its previous one
 ends); the first `warmup` requests (default C) run as part of the same loop, so measurement
 starts in steady state, and are excluded from every client-side number. Server counter deltas
-cover the whole point including warm-up (rates such as acceptance are unaffected). Prompts are
-unique and deterministic (seeded per run seed, concurrency and index; the unique words come
-first so no two requests share a prefix-cache block), each fitted through `/tokenize` to
-`input_len` tokens where the server has it (a real tokenizer gives a word one to several tokens,
-so one word count does not fit every prompt); `max_tokens = output_len`, `ignore_eos`,
-`temperature: 0`. At most `STARTS_PER_LOOP_TURN` requests start per event-loop turn, so a cohort
-of requests ending together cannot keep the client from reading its sockets (the wait is
-dispatch lag).
+cover the whole point including warm-up (rates such as acceptance are unaffected). Prompts come
+from `bench.prompts` (fitted to `input_len` through `/tokenize`), starts are paced by
+`bench.pacing`, the client's own health by `bench.looplag`, and a point is summarized by
+`bench.summary`; every definition is in docs/metrics.md.
 
 Everything the user can get wrong is checked before anything is written: the concurrency list,
 the URL, that the server answers, and that it serves the model (`/v1/models`).
 
-Public: `SweepConfig`, `run_sweep(cfg, progress=True) -> dict` (blocking; safe to call from a
-notebook with a running loop), `arun_sweep(cfg, progress=True)` (async),
+Public: `SweepConfig`, `run_sweep(cfg, progress=True) -> ResultsDoc` (blocking; safe to call from
+a notebook with a running loop), `arun_sweep(cfg, progress=True)` (async),
 `parse_concurrency("1,2,4") -> [1, 2, 4]`, `BenchError` (user-facing failures).
 """
 
 from __future__ import annotations
 
 import asyncio
-import collections
+import copy
 import dataclasses
 import datetime as dt
 import gc
 import logging
-import random
 import re
 import threading
 import time
@@ -41,23 +36,14 @@ import aiohttp
 from tqdm import tqdm
 
 from bench import client, results, servermetrics
-from bench.aiotools import cancel_and_wait
-from bench.simserver import WORDS
-from bench.stats import summarize
+from bench.errors import BenchError
+from bench.looplag import LoopLag
+from bench.pacing import STARTS_PER_LOOP_TURN, StartGate
+from bench.prompts import calibrate_words, fit_prompts, make_prompt
+from bench.shapes import PointSummary, RequestRow, ResultsDoc
+from bench.summary import client_health, request_row, summarize_point
 
 log = logging.getLogger("bench")
-
-LOOP_LAG_BOUND_MS = 2.0
-LOOP_LAG_INTERVAL_S = 0.005
-# Starting a request costs the client far more than reading an event (aiohttp builds and writes
-# it); when a whole cohort of C requests ends together, C starts in one event-loop turn would
-# keep every socket unread for that long, and events that queue up meanwhile share a stamp.
-STARTS_PER_LOOP_TURN = 8
-
-
-class BenchError(Exception):
-    """A failure the user can fix; the message is one line saying what and what to do."""
-
 
 def parse_concurrency(text: str) -> list[int]:
     """Parse "1,2,4" into [1, 2, 4]; ValueError naming the bad item otherwise."""
@@ -194,166 +180,10 @@ async def preflight(cfg: SweepConfig) -> str | None:
             return None
 
 
-# -- prompts -----------------------------------------------------------------------------------
-
-def make_prompt(seed: int, c: int, i: int, words: int) -> str:
-    """A unique, deterministic prompt of `words` words; the unique part comes first."""
-    rng = random.Random(f"{seed}/{c}/{i}")
-    head = [f"r{seed}c{c}i{i}"]
-    body = [rng.choice(WORDS) for _ in range(max(0, words - 1))]
-    return " ".join(head + body)
-
-
-async def _count_tokens(session: aiohttp.ClientSession, cfg: SweepConfig,
-                        prompt: str) -> int | None:
-    body: dict[str, Any] = {"model": cfg.model}
-    if cfg.api == "chat":
-        body["messages"] = [{"role": "user", "content": prompt}]
-    else:
-        body["prompt"] = prompt
-    try:
-        async with session.post(cfg.base_url.rstrip("/") + "/tokenize", json=body) as resp:
-            if resp.status != 200:
-                return None
-            data = await resp.json(content_type=None)
-            return int(data["count"])
-    except (aiohttp.ClientError, TimeoutError, ValueError, KeyError, TypeError):
-        return None
-
-
-FIT_TRIES = 12  # /tokenize calls to find the word count, per prompt
-FILL_TRIES = 48  # words tried, to fill a gap that one word more overshoots
-FIT_PARALLEL = 8
-
-
-async def fit_prompt(session: aiohttp.ClientSession, cfg: SweepConfig, c: int, i: int,
-                     words: int) -> tuple[str, int | None]:
-    """Prompt `i` of point `c` with `input_len` tokens by the server's `/tokenize`, and its count.
-
-    Real tokenizers give a word one to several tokens, so the word count that hits the target
-    differs per prompt: search it from `words` (adding a word never removes tokens), then, when
-    one word more overshoots, append other words that do not, until the count is exact. Returns
-    the closest prompt not over the target when that fails, and count None without `/tokenize`.
-    """
-    target = cfg.input_len
-    counts: dict[int, int] = {}
-    lo, hi = 0, None  # the largest word count known under the target, the smallest over it
-    w = max(1, words)
-    for _ in range(FIT_TRIES):
-        n = await _count_tokens(session, cfg, make_prompt(cfg.seed, c, i, w))
-        if n is None:
-            return make_prompt(cfg.seed, c, i, max(1, words)), None
-        counts[w] = n
-        if n == target:
-            return make_prompt(cfg.seed, c, i, w), n
-        if n < target:
-            lo = max(lo, w)
-        else:
-            hi = w if hi is None else min(hi, w)
-        if hi is not None and hi - lo <= 1:
-            break
-        step = round((target - n) * w / n) or (1 if n < target else -1)
-        w = min(max(w + step, lo + 1), hi - 1 if hi is not None else w + step)
-    if lo == 0:
-        return make_prompt(cfg.seed, c, i, 1), counts.get(1)
-    prompt, n = make_prompt(cfg.seed, c, i, lo), counts[lo]
-    rng = random.Random(f"fill/{cfg.seed}/{c}/{i}")
-    for word in rng.sample(WORDS, min(FILL_TRIES, len(WORDS))):
-        m = await _count_tokens(session, cfg, f"{prompt} {word}")
-        if m is not None and m <= target:
-            prompt, n = f"{prompt} {word}", m
-            if n == target:
-                break
-    return prompt, n
-
-
-async def fit_prompts(cfg: SweepConfig, c: int, total: int, words: int) -> list[str]:
-    """The prompts of one point, each fitted to `input_len` tokens (before the point starts)."""
-    sem = asyncio.Semaphore(FIT_PARALLEL)
-    async with client.make_session(FIT_PARALLEL, cfg.timeouts) as session:
-        async def one(i: int) -> str:
-            async with sem:
-                return (await fit_prompt(session, cfg, c, i, words))[0]
-        return list(await asyncio.gather(*(one(i) for i in range(total))))
-
-
-async def calibrate_words(cfg: SweepConfig) -> tuple[int, bool]:
-    """Words per prompt that make `input_len` tokens; (words, calibrated via /tokenize?)."""
-    async with client.make_session(1, cfg.timeouts) as session:
-        prompt, count = await fit_prompt(session, cfg, 0, 0, cfg.input_len)
-    if count is None:
-        return cfg.input_len, False
-    return len(prompt.split()), True
-
-
 # -- one point ---------------------------------------------------------------------------------
 
-class _LoopLag:
-    """How late a short timer fires: a direct reading of event-loop congestion."""
-
-    def __init__(self) -> None:
-        self.lags_ms: list[float] = []
-        self._task: asyncio.Task[None] | None = None
-
-    async def _run(self) -> None:
-        while True:
-            t = time.perf_counter()
-            await asyncio.sleep(LOOP_LAG_INTERVAL_S)
-            self.lags_ms.append(max(0.0, (time.perf_counter() - t - LOOP_LAG_INTERVAL_S) * 1e3))
-
-    def start(self) -> None:
-        self._task = asyncio.create_task(self._run())
-
-    async def stop(self) -> None:
-        await cancel_and_wait(self._task)
-
-
-class _StartGate:
-    """Lets at most `per_turn` requests start per event-loop turn; the rest wait, in order, for
-    the next turns, so reads are serviced in between (the wait shows as dispatch lag)."""
-
-    def __init__(self, per_turn: int) -> None:
-        self.per_turn = per_turn
-        self._started = 0
-        self._reset_scheduled = False
-        self._waiting: collections.deque[asyncio.Future[None]] = collections.deque()
-
-    async def wait(self) -> None:
-        if self._started < self.per_turn and not self._waiting:
-            self._take()
-            return
-        fut = asyncio.get_running_loop().create_future()
-        self._waiting.append(fut)
-        await fut
-
-    def _take(self) -> None:
-        self._started += 1
-        if not self._reset_scheduled:
-            self._reset_scheduled = True
-            asyncio.get_running_loop().call_soon(self._next_turn)
-
-    def _next_turn(self) -> None:
-        self._started = 0
-        self._reset_scheduled = False
-        while self._waiting and self._started < self.per_turn:
-            fut = self._waiting.popleft()
-            if not fut.done():
-                self._take()
-                fut.set_result(None)
-
-
-def _rel_s(t_ns: int | None, t0_ns: int) -> float | None:
-    return None if t_ns is None else round((t_ns - t0_ns) / 1e9, 9)
-
-
-def _meets_slo(cfg: SweepConfig, m: dict[str, Any]) -> bool:
-    checks = ((cfg.slo_ttft_ms, m["ttft_ms"]), (cfg.slo_tpot_ms, m["tpot_ms"]),
-              (cfg.slo_e2el_ms, m["e2el_ms"]))
-    return all(limit is None or (value is not None and value <= limit) for limit, value in checks)
-
-
 async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: int,
-                    progress: bool, fit: bool = False) -> tuple[dict[str, Any], list[dict[str, Any]]]:
+                    progress: bool, fit: bool = False) -> tuple[PointSummary, list[RequestRow]]:
     """Run one closed-loop point; return (point summary, one row per request).
 
     `fit`: fit every prompt to `input_len` tokens with `/tokenize`, else use `words` words.
@@ -373,11 +203,11 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
         before = await servermetrics.scrape(msession, cfg.base_url, cfg.model)
         sampler = servermetrics.GaugeSampler(msession, cfg.base_url, cfg.model,
                                              cfg.scrape_interval_s)
-        lag = _LoopLag()
+        lag = LoopLag()
         sampler.start()
         lag.start()
         cpu0, wall0 = time.process_time(), time.perf_counter()
-        gate = _StartGate(STARTS_PER_LOOP_TURN)
+        gate = StartGate(STARTS_PER_LOOP_TURN)
 
         async def worker() -> None:
             nonlocal next_index
@@ -416,107 +246,9 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
     server = servermetrics.counter_deltas(before, after)
     server["gauges"] = sampler.summary()
     point["server"] = server
-    dispatch = [(r.t_send_ns - r.t_intended_ns) / 1e6 for r in measured
-                if r.t_intended_ns is not None]
-    request_path = [(r.t_send_ns - r.t_call_ns) / 1e6 for r in measured
-                    if r.t_call_ns is not None and r.send_source == client.SEND_WRITE]
-    loop_lag = summarize(lag.lags_ms)
-    dispatch_s = summarize(dispatch)
-    p99s = [v for v in (loop_lag["p99"], dispatch_s["p99"]) if v is not None]
-    ok = [r for r in measured if r.ok]
-    n_events = sum(len(r.chunk_t_ns) for r in ok)
-    coalesced = sum(r.coalesced for r in ok)
-    point["client"] = {
-        "cpu_pct": round(100 * cpu / wall, 1) if wall > 0 else None,
-        "loop_lag_ms": loop_lag,
-        "dispatch_lag_ms": dispatch_s,
-        "request_path_ms": summarize(request_path),
-        "read_lag_ms": summarize([lag / 1e6 for r in ok for lag in r.read_lag_ns]),
-        "coalesced_events": coalesced,
-        "coalesced_frac": coalesced / n_events if n_events else None,
-        "client_bound": bool(p99s and max(p99s) > LOOP_LAG_BOUND_MS),
-        "client_bound_threshold_ms": LOOP_LAG_BOUND_MS,
-    }
-    rows = [_request_row(r, c, i, i < n_warm, t0_ns) for i, r in enumerate(done)]
+    point["client"] = client_health(measured, lag.lags_ms, cpu, wall)
+    rows = [request_row(r, c, i, i < n_warm, t0_ns) for i, r in enumerate(done)]
     return point, rows
-
-
-def summarize_point(cfg: SweepConfig, c: int, n_warm: int,
-                    measured: list[client.RequestResult]) -> dict[str, Any]:
-    """Aggregate client-side numbers of one point (definitions in docs/metrics.md)."""
-    ok = [r for r in measured if r.ok]
-    failures = collections.Counter(r.error_kind or "unknown" for r in measured if not r.ok)
-    per = [client.request_metrics(r) for r in ok]
-    if measured:
-        first_send = min(r.t_send_ns for r in measured)
-        last_end = max((r.t_end_ns or r.t_send_ns) for r in measured)
-        duration = (last_end - first_send) / 1e9
-    else:
-        duration = 0.0
-    out_tokens = sum(r.output_tokens or 0 for r in ok)
-    in_tokens = sum(r.prompt_tokens or 0 for r in ok)
-    good = sum(1 for m in per if _meets_slo(cfg, m))
-
-    def rate(x: float) -> float | None:
-        return x / duration if duration > 0 else None
-
-    def flat(key: str) -> list[float]:
-        return [v for m in per for v in m[key]]
-
-    def scalar(key: str) -> list[float]:
-        return [m[key] for m in per if m[key] is not None]
-
-    sources = collections.Counter(r.timing_source for r in ok)
-    return {
-        "concurrency": c,
-        "warmup": n_warm,
-        "requests": len(measured),
-        "completed": len(ok),
-        "failed": len(measured) - len(ok),
-        "failures": dict(sorted(failures.items())),
-        "error_rate": (len(measured) - len(ok)) / len(measured) if measured else None,
-        "duration_s": duration,
-        "output_tokens": out_tokens,
-        "input_tokens": in_tokens,
-        "input_tokens_mean": in_tokens / len(ok) if ok else None,
-        "output_tok_s": rate(out_tokens),
-        "total_tok_s": rate(out_tokens + in_tokens),
-        "request_s": rate(len(ok)),
-        "goodput": rate(good),
-        "goodput_frac": good / len(measured) if measured else None,
-        "tokens_estimated": sum(1 for r in ok if r.tokens_source == "estimated"),
-        "timing_source": ",".join(sorted(sources)) or None,
-        "ttft_ms": summarize(scalar("ttft_ms")),
-        "tpot_ms": summarize(scalar("tpot_ms")),
-        "itl_ms": summarize(flat("itl_ms")),
-        "icl_ms": summarize(flat("icl_ms")),
-        "e2el_ms": summarize(scalar("e2el_ms")),
-        "decode_tok_s": summarize(scalar("decode_tok_s")),
-        "e2e_tok_s": summarize(scalar("e2e_tok_s")),
-        "tokens_per_chunk": summarize(flat("tokens_per_chunk")),
-    }
-
-
-def _request_row(r: client.RequestResult, c: int, i: int, warm: bool,
-                 t0: int) -> dict[str, Any]:
-    row: dict[str, Any] = {
-        "concurrency": c, "index": i, "rid": r.rid, "warmup": warm, "ok": r.ok,
-        "error_kind": r.error_kind, "error": r.error,
-        "t_intended_s": _rel_s(r.t_intended_ns, t0), "t_call_s": _rel_s(r.t_call_ns, t0),
-        "t_send_s": _rel_s(r.t_send_ns, t0), "send_source": r.send_source,
-        "t_first_s": _rel_s(r.t_first_ns, t0), "t_first_read_s": _rel_s(r.t_first_read_ns, t0),
-        "t_first_parse_s": _rel_s(r.t_first_parse_ns, t0),
-        "t_last_s": _rel_s(r.t_last_ns, t0), "t_end_s": _rel_s(r.t_end_ns, t0),
-        "prompt_tokens": r.prompt_tokens, "output_tokens": r.output_tokens,
-        "tokens_source": r.tokens_source, "timing_source": r.timing_source,
-        "coalesced": r.coalesced,
-        "chunk_t_s": [_rel_s(t, t0) for t in r.chunk_t_ns],
-        "chunk_tokens": r.chunk_tokens,
-    }
-    if r.ok:
-        m = client.request_metrics(r)
-        row.update({k: m[k] for k in ("ttft_ms", "tpot_ms", "e2el_ms", "decode_tok_s")})
-    return row
 
 
 # -- the sweep ---------------------------------------------------------------------------------
@@ -525,7 +257,7 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _open_existing(cfg: SweepConfig) -> dict[str, Any] | None:
+def _open_existing(cfg: SweepConfig) -> ResultsDoc | None:
     path = cfg.folder / results.RESULTS_FILE
     if cfg.rerun or not path.exists():
         return None
@@ -544,7 +276,7 @@ def _open_existing(cfg: SweepConfig) -> dict[str, Any] | None:
     return doc
 
 
-async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
+async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> ResultsDoc:
     """Async form of `run_sweep`."""
     version = await preflight(cfg)
     existing = _open_existing(cfg)
@@ -558,7 +290,7 @@ async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
     try:
         if existing is None:
             req_path.unlink(missing_ok=True)
-            doc: dict[str, Any] = {
+            doc: ResultsDoc = {
                 "schema_version": results.SCHEMA_VERSION, "label": folder.name,
                 "model": cfg.model, "base_url": cfg.base_url, "server_version": version,
                 "started_at": _now_iso(), "updated_at": None, "settings": cfg.settings(),
@@ -600,7 +332,7 @@ async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
         handler.close()
 
 
-def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
+def run_sweep(cfg: SweepConfig, progress: bool = True) -> ResultsDoc:
     """Run the sweep and return the results document (also on disk under `cfg.folder`)."""
     try:
         asyncio.get_running_loop()
@@ -620,4 +352,5 @@ def run_sweep(cfg: SweepConfig, progress: bool = True) -> dict[str, Any]:
     thread.join()
     if "exc" in box:
         raise box["exc"]
-    return dict(box["doc"])
+    doc: ResultsDoc = copy.copy(box["doc"])
+    return doc

@@ -209,7 +209,7 @@ class Sim:
 
     def __init__(self, cfg: dict[str, Any], watch: LoadWatch) -> None:
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "bench.simserver", "--port", "0", "--model", MODEL,
+            [sys.executable, "-m", "bench.sim", "--port", "0", "--model", MODEL,
              "--config", json.dumps(cfg)], cwd=REPO, stdout=subprocess.PIPE, text=True,
             env={**os.environ, "PYTHONPATH": str(REPO)},
             preexec_fn=lambda: _pin(SERVER_CORE, SERVER_SCHED))

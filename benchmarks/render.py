@@ -24,7 +24,7 @@ from pathlib import Path
 from tabulate import tabulate
 
 from bench import report
-from bench.simserver import SimConfig
+from bench.sim import SimConfig
 from testbeds.simsweep import sweep_against_sim
 
 POINTS = [1, 2, 4, 8, 16, 32, 64]

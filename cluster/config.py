@@ -123,6 +123,11 @@ class Settings:
         return (self.head, *self.workers)
 
     @property
+    def api_url(self) -> str:
+        """The head's OpenAI-compatible API, as the benchmark harness reaches it."""
+        return f"http://{self.head.mgmt}:{self.api_port}"
+
+    @property
     def configured(self) -> bool:
         """False while seed placeholders remain: no cluster, so the embedded demo is the target."""
         return not self.placeholders

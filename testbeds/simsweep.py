@@ -6,7 +6,7 @@ import asyncio
 from pathlib import Path
 from typing import Any
 
-from bench.simserver import SimConfig, SimServer
+from bench.sim import SimConfig, SimServer
 from bench.sweep import SweepConfig, arun_sweep
 from testbeds.ports import free_port
 

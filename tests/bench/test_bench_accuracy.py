@@ -19,7 +19,7 @@ from statistics import median
 
 import pytest
 
-from bench.simserver import SimConfig
+from bench.sim import SimConfig
 from bench.stats import summarize
 from testbeds.simsweep import read_requests, sweep_against_sim
 

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from bench import client
-from bench.simserver import SimConfig, SimServer
+from bench.sim import SimConfig, SimServer
 from testbeds.simsweep import read_requests, sweep_against_sim
 
 pytestmark = pytest.mark.timeout(120)

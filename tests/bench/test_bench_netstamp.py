@@ -17,7 +17,7 @@ from collections.abc import Iterator
 import pytest
 
 from bench import client, netstamp
-from bench.simserver import BackgroundSim, SimConfig
+from bench.sim import BackgroundSim, SimConfig
 
 pytestmark = pytest.mark.timeout(60)
 MS = 1_000_000

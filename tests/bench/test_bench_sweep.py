@@ -14,9 +14,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import cli, sweep
+from bench import cli, pacing, sweep
 from bench.results import ResultsError, load_results, points_frame
-from bench.simserver import BackgroundSim, SimConfig
+from bench.sim import BackgroundSim, SimConfig
 from bench.stats import summarize
 from testbeds.simsweep import free_port, read_requests, sweep_against_sim
 
@@ -45,7 +45,7 @@ def test_start_gate_spreads_a_burst_over_loop_turns() -> None:
     other callback) run in the turns between."""
 
     async def go() -> tuple[list[int], list[int]]:
-        gate = sweep._StartGate(8)
+        gate = pacing.StartGate(8)
         turn = 0
         turns_seen: list[int] = []
         order: list[int] = []
@@ -230,7 +230,7 @@ def test_load_results_errors(tmp_path: Path) -> None:
 
 def test_simserver_standalone_load_delay() -> None:
     port = free_port()
-    proc = subprocess.Popen([sys.executable, "-m", "bench.simserver", "--host", "127.0.0.1",
+    proc = subprocess.Popen([sys.executable, "-m", "bench.sim", "--host", "127.0.0.1",
                              "--port", str(port), "--model", "solo", "--load-delay", "1.0"],
                             env=_env(), stdout=subprocess.PIPE, text=True)
     try:

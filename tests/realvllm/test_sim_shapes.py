@@ -1,4 +1,4 @@
-"""The simulated endpoint (bench/simserver.py) answers like the real vLLM 0.32 server, field by
+"""The simulated endpoint (bench/sim/) answers like the real vLLM 0.32 server, field by
 field, on every path the harness and the cluster tasks use: `/health`, `/version`, `/v1/models`,
 `/tokenize`, chat and completions streams (role chunk, content chunk with running usage,
 finishing chunk, final usage chunk, `[DONE]`, and their order), whole answers, error answers,
@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from bench import servermetrics
-from bench.simserver import BackgroundSim, SimConfig
+from bench.sim import BackgroundSim, SimConfig
 from testbeds.realvllm import NGRAM_DRAFT_TOKENS, SERVED_MODEL_NAME, compare_fingerprints, fingerprint
 
 SHAPES_FILE = Path(__file__).with_name("real_vllm_shapes.json")
