@@ -1,7 +1,7 @@
 """gx10-ops benchmark harness: an asyncio + aiohttp client for vLLM's OpenAI API.
 
-It knows no SSH: the caller hands it plain data (a URL, a model name, a `SweepConfig`); the one
-lazy read of the cluster's config, for the notebooks, is `configview`. What it measures and how:
+It knows no SSH and imports no cluster code: the caller hands it plain data (a URL, a model name,
+a `SweepConfig`, the loaded config through the `configview` Protocol). What it measures and how:
 docs/metrics.md.
 
 Modules: `client` (one streamed request, timed at socket arrival) over `connection` (the stamped
@@ -10,5 +10,5 @@ session) and `netstamp` (kernel stamps); `sweep` (closed-loop concurrency sweep,
 `shapes` (typed results rows and point summaries); `results` (results on disk, `load_results`,
 `points_frame`); `servermetrics` (`/metrics` scraping); `stats` (distributions); `errors` (the
 one error root, `BenchError`); `sim` (the simulated vLLM endpoint); `report`, `plots` and
-`configview` (what the notebooks call); `cli` (`python -m bench`).
+`configview` (the part of the cluster config the report reads); `cli` (`python -m bench`).
 """

@@ -1,14 +1,11 @@
 """What the report reads from the cluster's config, as a Protocol: the harness's one seam to it.
 
-bench/ knows no SSH and no module of it imports the cluster package when loaded. The notebooks
-resolve a model name against the config (`report.plan`), so the loader below imports
-`cluster.config` (pure config through Invoke's hierarchy, no Fabric) lazily, and only when no
-settings were handed in (`inv report` passes its `-f` file on as `config_file`).
+bench/ imports no cluster code: the caller (tasks.py, a notebook) loads `cluster.config.Settings`
+and hands it in; this Protocol says which part of it the report uses.
 """
 
 from __future__ import annotations
 
-import os
 from collections.abc import Mapping
 from typing import Any, Protocol
 
@@ -57,10 +54,3 @@ class ClusterConfig(Protocol):
     def bench(self) -> BenchDefaultsView: ...
 
     def model(self, name: str | None) -> ModelView: ...
-
-
-def load(config_file: str | None = None) -> ClusterConfig:
-    """The cluster config through Invoke's hierarchy; the runtime file as `inv -f` would take it."""
-    from cluster.config import load as load_config  # the one import of cluster/ in bench/
-
-    return load_config(config_file or os.environ.get("INVOKE_RUNTIME_CONFIG") or None)

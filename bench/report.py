@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench import configview, plots
+from bench import plots
 from bench.configview import ClusterConfig
 from bench.results import ResultsError, load_results
 from bench.shapes import ResultsDoc
@@ -111,21 +111,21 @@ def _demo_target(results_dir: Path, concurrency: Any, input_len: int | None,
 
 def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None,
          input_len: int | None = None, output_len: int | None = None, requests: int | None = None,
-         results_dir: str | Path = "results", run: bool = True, config_file: str | None = None,
+         results_dir: str | Path = "results", run: bool = True,
          settings: ClusterConfig | None = None) -> Target:
     """Resolve the notebook's parameters against the config into a `Target`.
 
     `model` is a name under `models:` (its served name is what the requests carry; results go to
     `results/<name>/`), "demo", or with an explicit `base_url` any served model name. Loading
-    only (`run=False`) needs no cluster. The config is read as `inv` reads it, `config_file` (or
-    INVOKE_RUNTIME_CONFIG) standing for `inv -f FILE`. Raises cluster.config.ConfigError for an
-    unknown model.
+    only (`run=False`) needs no cluster. `settings` is the cluster config as `inv` reads it
+    (`cluster.config.load()`, which the caller does: the harness imports no cluster code); every
+    model but "demo" needs it. Raises cluster.config.ConfigError for an unknown model.
     """
     results = Path(results_dir)
     if model == DEMO:
         return _demo_target(results, concurrency, input_len, output_len, requests)
     explicit = base_url not in (None, "", FROM_CONFIG)
-    s = settings if settings is not None else configview.load(config_file)
+    s = _needs(settings)
     if model in s.models or (run and not explicit):
         spec = s.model(model)  # raises ConfigError naming the configured models
         label, served = spec.name, spec.served_name
@@ -184,7 +184,13 @@ def run_view(doc: ResultsDoc, hardware: str) -> plots.Run:
     return plots.Run.from_doc(doc, SIM_HARDWARE if simulated else hardware, simulated)
 
 
-def load_runs(names: str | Sequence[str], results_dir: str | Path = "results", config_file: str | None = None,
+def _needs(settings: ClusterConfig | None) -> ClusterConfig:
+    if settings is None:
+        raise ValueError("the cluster settings are needed here: pass settings=cluster.config.load(CONFIG_FILE)")
+    return settings
+
+
+def load_runs(names: str | Sequence[str], results_dir: str | Path = "results",
               settings: ClusterConfig | None = None) -> list[plots.Run]:
     """Load `results_dir/<name>/results.json` for each name (comma list or sequence)."""
     wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
@@ -194,7 +200,7 @@ def load_runs(names: str | Sequence[str], results_dir: str | Path = "results", c
     docs = [load(Path(results_dir) / n) for n in wanted]
     hardware = SIM_HARDWARE
     if not all(is_simulated(d) for d in docs):
-        hardware = (settings if settings is not None else configview.load(config_file)).hardware_label
+        hardware = _needs(settings).hardware_label
     runs = [run_view(d, hardware) for d in docs]
     short = [r.name for r in runs]
     if len(set(short)) < len(short):

@@ -6,6 +6,7 @@ once, by name, before anything touches a node.
 
 from __future__ import annotations
 
+import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
@@ -393,7 +394,11 @@ def from_invoke(config: Config | Mapping[str, Any]) -> Settings:
 
 
 def load(runtime_file: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> Settings:
-    """Load outside a task (notebooks, tests) through the same hierarchy `inv` uses."""
+    """Load outside a task (notebooks, tests) through the same hierarchy `inv` uses.
+
+    With no `runtime_file`, INVOKE_RUNTIME_CONFIG stands for `inv -f FILE`, as it does for `inv`.
+    """
+    runtime_file = runtime_file or os.environ.get("INVOKE_RUNTIME_CONFIG") or None
     cfg = Config(
         defaults=merge_dicts(Config.global_defaults(), defaults()),
         project_location=PROJECT_DIR,

@@ -19,6 +19,7 @@
 
 # %%
 from bench import report
+from cluster.config import load as load_config
 
 # %% tags=["parameters"]
 model = "demo"  # a model under `models:` in the config (qwen, nemotron), or "demo"
@@ -35,7 +36,7 @@ config_file = None  # an Invoke config file, as `inv -f FILE` takes; None: invok
 # %%
 target = report.plan(model, base_url=base_url, concurrency=concurrency, input_len=input_len,
                      output_len=output_len, requests=requests, results_dir=results_dir, run=run,
-                     config_file=config_file)
+                     settings=load_config(config_file))
 print(target.describe())
 
 # %%

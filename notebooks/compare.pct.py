@@ -15,6 +15,7 @@
 
 # %%
 from bench import report
+from cluster.config import load as load_config
 
 # %% tags=["parameters"]
 models = "qwen,nemotron"  # result folders under results_dir, comma-separated, in legend order
@@ -23,6 +24,6 @@ out_dir = "results/compare"  # gets table.md and the figures
 config_file = None  # an Invoke config file, as `inv -f FILE` takes (for the hardware label of measured runs)
 
 # %%
-runs = report.load_runs(models, results_dir, config_file=config_file)
+runs = report.load_runs(models, results_dir, settings=load_config(config_file))
 rendered = report.render_runs(runs, out_dir)
 report.show(rendered)

@@ -91,7 +91,8 @@ def test_parameters_cell_holds_plain_literals_and_the_rest_is_thin(path: Path) -
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code" and c is not tagged[0])
     tree = ast.parse(code)
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
-    assert all(isinstance(n, ast.ImportFrom) and n.module == "bench" for n in imports), "import only from bench"
+    allowed = {"bench", "cluster.config"}  # the harness, and the config loader (no SSH) that hands it settings
+    assert all(isinstance(n, ast.ImportFrom) and n.module in allowed for n in imports), "import only from bench, cluster.config"
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.For | ast.While)]
 
 
