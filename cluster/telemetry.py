@@ -18,7 +18,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import datetime, timedelta, timezone
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .config import Node
@@ -107,7 +107,7 @@ def stop_command(pgid: int) -> str:
     if g <= 1:
         raise ValueError(f"refusing to signal process group {pgid}")
     alive = (
-        "alive() { for f in /proc/[0-9]*/stat; do read -r s < \"$f\" 2>/dev/null || continue; "
+        "alive() { for f in /proc/[0-9]*/stat; do read -r s 2>/dev/null < \"$f\" || continue; "
         f"set -- ${{s##*) }}; [ \"$3\" = {g} ] && [ \"$1\" != Z ] && return 0; done; return 1; }}; "
     )
     # `kill -s SIG -- -N` is the POSIX form; dash refuses `kill -0 -- -N`.
@@ -136,7 +136,7 @@ def parse_gpu_value(raw: str) -> str | None:
 def parse_row_time(stamp: str, utc_offset_s: float = 0.0) -> float:
     """nvidia-smi's `YYYY/MM/DD HH:MM:SS.mmm` (node local time) -> epoch seconds."""
     local = datetime.strptime(stamp.strip(), "%Y/%m/%d %H:%M:%S.%f")
-    return (local.replace(tzinfo=timezone.utc) - timedelta(seconds=utc_offset_s)).timestamp()
+    return (local.replace(tzinfo=UTC) - timedelta(seconds=utc_offset_s)).timestamp()
 
 
 def reason_flags(mask: int) -> list[str]:
