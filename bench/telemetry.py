@@ -31,7 +31,8 @@ Sample = Mapping[str, Any]
 class FlagRules:
     """When a point counts as throttled, swapped or missing a node."""
 
-    clock_fraction: float = 0.85      # a busy SM clock below this share of the node's peak
+    clock_fraction: float = 0.5       # a busy SM clock below this share of the node's peak (GB10
+    #                                   runs ~80 % of clocks.max.sm healthy, 16-29 % when stuck)
     busy_util_pct: float = 50.0       # the clock is judged only on samples at least this busy
     power_cap_fraction: float = 0.98  # power at or above this share of the enforced limit
     ignored_reasons: tuple[str, ...] = ("gpu_idle",)
@@ -245,6 +246,8 @@ def write_telemetry_csv(path: Path, series: Mapping[str, Sequence[Sample]]) -> P
 def _cell(key: str, text: str) -> Any:
     if key == "throttle_reasons":
         return [r for r in text.split("|") if r]
+    if text in ("True", "False"):
+        return text == "True"
     for kind in (int, float):
         try:
             return kind(text)
