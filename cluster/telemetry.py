@@ -18,10 +18,10 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
 from typing import Any
 
 from .config import Node
+from .nvsmi import parse_gpu_row
 from .remote import Cluster, q
 
 # What a point summary needs; `timestamp` must stay first (it times the row).
@@ -31,29 +31,6 @@ GPU_FIELDS: tuple[str, ...] = (
     "clocks_event_reasons.active", "pstate",
 )
 MEMINFO_KEYS = ("MemAvailable", "MemFree", "Cached", "SwapTotal", "SwapFree")
-
-# nvidia-smi field -> sample key (numbers) ; aliases from `nvidia-smi --help-query-gpu` (580).
-NUMERIC_KEYS = {
-    "index": "gpu", "power.draw": "power_w", "power.draw.average": "power_avg_w",
-    "power.draw.instant": "power_instant_w", "power.limit": "power_limit_w",
-    "enforced.power.limit": "enforced_power_limit_w", "clocks.sm": "sm_clock_mhz",
-    "clocks.current.sm": "sm_clock_mhz", "clocks.max.sm": "sm_clock_max_mhz",
-    "clocks.gr": "gr_clock_mhz", "clocks.current.graphics": "gr_clock_mhz",
-    "clocks.mem": "mem_clock_mhz", "clocks.current.memory": "mem_clock_mhz",
-    "temperature.gpu": "temp_c", "utilization.gpu": "util_pct", "memory.used": "mem_used_mib",
-    "memory.total": "mem_total_mib", "memory.free": "mem_free_mib",
-}
-TEXT_KEYS = {"name": "name", "gpu_name": "name", "pstate": "pstate"}
-REASON_MASK_FIELDS = ("clocks_event_reasons.active", "clocks_throttle_reasons.active")
-# Bit values from nvml.h (nvmlClocksEventReason*), as nvidia-smi prints them in the mask.
-REASON_BITS = {
-    0x001: "gpu_idle", 0x002: "applications_clocks_setting", 0x004: "sw_power_cap",
-    0x008: "hw_slowdown", 0x010: "sync_boost", 0x020: "sw_thermal_slowdown",
-    0x040: "hw_thermal_slowdown", 0x080: "hw_power_brake_slowdown", 0x100: "display_clock_setting",
-}
-# What nvidia-smi prints for a field the device cannot report (with or without brackets).
-NOT_AVAILABLE = {"n/a", "not supported", "unknown error", "insufficient permissions", "not found",
-                 "requested functionality has been deprecated", "gpu requires reset", ""}
 
 
 @dataclass(frozen=True)
@@ -69,8 +46,9 @@ class TelemetryOptions:
     stop_timeout_s: float = 2.0
 
 
-def sampler_command(options: TelemetryOptions = TelemetryOptions()) -> str:
-    """The one remote shell line a node runs for the whole sweep (POSIX sh, every value quoted).
+def sampler_command(options: TelemetryOptions = TelemetryOptions(), *, once: bool = False) -> str:
+    """The one remote shell line a node runs for the whole sweep (POSIX sh, every value quoted);
+    `once`: one row of each source, then exit (for `inv status`, see `read_once`).
 
     sshd starts each session's command in a new session (setsid), so the shell is its process
     group's leader: `stop_command(pgid)` ends nvidia-smi, the tag loop and the shell at once.
@@ -79,22 +57,38 @@ def sampler_command(options: TelemetryOptions = TelemetryOptions()) -> str:
         raise ValueError("telemetry gpu_fields must start with 'timestamp' (it times each row)")
     query = q("--query-gpu=" + ",".join(options.gpu_fields))
     keys = "|".join(MEMINFO_KEYS)
-    script = f"""exec 2>&1
-read -r _ _ _ _ pgid _ < /proc/$$/stat
-printf 'hello %s %s %s %s %s\\n' "$(date +%s.%N)" "$(date +%z)" "$$" "$pgid" "$(nproc 2>/dev/null || echo 0)"
-{{ {q(options.nvidia_smi)} {query} --format=csv,noheader,nounits -lms {int(options.interval_ms)}
-  echo "@exit $?"; }} 2>&1 | while IFS= read -r l; do
-  case $l in "@exit "*) printf 'gpu-exit %s %s\\n' "$(date +%s.%N)" "${{l#@exit }}" ;;
-  *) printf 'gpu %s\\n' "$l" ;; esac; done &
-while :; do
-  m=''
+    loop = "" if once else f" -lms {int(options.interval_ms)}"
+    host = f"""  m=''
   while IFS=': ' read -r k v _; do case $k in {keys}) m="$m $k=$v" ;; esac; done < {q(options.meminfo_path)}
   read -r l1 l5 l15 procs _ < {q(options.loadavg_path)}
   t=$(date +%s.%N)
   printf 'mem %s%s\\nload %s %s %s %s %s\\n' "$t" "$m" "$t" "$l1" "$l5" "$l15" "$procs"
-  sleep 1
-done"""
+"""
+    body = f"{host}wait" if once else f"while :; do\n{host}  sleep 1\ndone"
+    script = f"""exec 2>&1
+read -r _ _ _ _ pgid _ < /proc/$$/stat
+printf 'hello %s %s %s %s %s\\n' "$(date +%s.%N)" "$(date +%z)" "$$" "$pgid" "$(nproc 2>/dev/null || echo 0)"
+{{ {q(options.nvidia_smi)} {query} --format=csv,noheader,nounits{loop}
+  echo "@exit $?"; }} 2>&1 | while IFS= read -r l; do
+  case $l in "@exit "*) printf 'gpu-exit %s %s\\n' "$(date +%s.%N)" "${{l#@exit }}" ;;
+  *) printf 'gpu %s\\n' "$l" ;; esac; done &
+{body}"""
     return f"exec sh -c {q(script)}"
+
+
+def read_once(cluster: Cluster, options: TelemetryOptions = TelemetryOptions(),
+              nodes: Iterable[Node] | None = None) -> dict[str, list[dict[str, Any]]]:
+    """One reading of every source per node, in parallel: {node: [samples and events]}; an
+    unreachable node gets one `start-failed` event naming why."""
+    results = cluster.run_all(sampler_command(options, once=True), nodes)
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, r in results.items():
+        if not r.ok:
+            out[name] = [{"node": name, "event": "start-failed", "t": time.time(), "why": r.why()}]
+            continue
+        parser = SamplerParser(name, options.gpu_fields, align_clock=False)
+        out[name] = [item for line in r.stdout.splitlines() if (item := parser.feed(line))]
+    return out
 
 
 def stop_command(pgid: int) -> str:
@@ -118,77 +112,15 @@ def stop_command(pgid: int) -> str:
     )
 
 
-def _number(text: str) -> float | None:
-    try:
-        return float(text)
-    except ValueError:
-        return None
-
-
-def parse_gpu_value(raw: str) -> str | None:
-    """One CSV cell, stripped; None for nvidia-smi's 'cannot report' answers ([N/A], ...)."""
-    value = raw.strip()
-    if value.strip("[]").strip().lower() in NOT_AVAILABLE:
-        return None
-    return value
-
-
-def parse_row_time(stamp: str, utc_offset_s: float = 0.0) -> float:
-    """nvidia-smi's `YYYY/MM/DD HH:MM:SS.mmm` (node local time) -> epoch seconds."""
-    local = datetime.strptime(stamp.strip(), "%Y/%m/%d %H:%M:%S.%f")
-    return (local.replace(tzinfo=UTC) - timedelta(seconds=utc_offset_s)).timestamp()
-
-
-def reason_flags(mask: int) -> list[str]:
-    """Named clock-event reasons of a mask (unknown bits as hex)."""
-    names = [name for bit, name in REASON_BITS.items() if mask & bit]
-    unknown = mask & ~sum(REASON_BITS)
-    return names + ([f"0x{unknown:x}"] if unknown else [])
-
-
-def parse_gpu_row(line: str, fields: Sequence[str], utc_offset_s: float = 0.0) -> dict[str, Any]:
-    """One `--format=csv,noheader,nounits` row -> a sample dict (absent fields left out).
-
-    Raises ValueError for a line that is not a row of `fields` (an error message, a header).
-    """
-    cells = [c.strip() for c in line.split(",")]
-    if len(cells) != len(fields):
-        raise ValueError(f"expected {len(fields)} fields, got {len(cells)}: {line.strip()[:200]}")
-    sample: dict[str, Any] = {"source": "gpu"}
-    for field, raw in zip(fields, cells, strict=True):
-        value = parse_gpu_value(raw)
-        if field == "timestamp":
-            if value is None:
-                raise ValueError(f"row without a timestamp: {line.strip()[:200]}")
-            sample["t"] = parse_row_time(value, utc_offset_s)
-        elif value is None:
-            continue
-        elif field in REASON_MASK_FIELDS:
-            mask = int(value, 16)
-            sample["throttle_mask"] = f"0x{mask:016x}"
-            sample["throttle_reasons"] = reason_flags(mask)
-        elif field.startswith(("clocks_event_reasons.", "clocks_throttle_reasons.")) and \
-                value in ("Active", "Not Active"):
-            sample["reason_" + field.split(".", 1)[1]] = value == "Active"
-        elif field in NUMERIC_KEYS:
-            number = _number(value)
-            if number is None:
-                raise ValueError(f"{field} = {value!r} is not a number: {line.strip()[:200]}")
-            sample[NUMERIC_KEYS[field]] = int(number) if field == "index" else number
-        else:
-            number = _number(value)
-            sample[TEXT_KEYS.get(field, field)] = number if number is not None and \
-                field not in TEXT_KEYS else value
-    return sample
-
 
 class SamplerParser:
     """Turns one node's tagged sampler lines into samples and events (stateful: the node's UTC
     offset comes from its `hello` line; `clock_offset_s` maps node time onto the control's)."""
 
     def __init__(self, node: str, fields: Sequence[str] = GPU_FIELDS,
-                 clock: Callable[[], float] = time.time) -> None:
+                 clock: Callable[[], float] = time.time, align_clock: bool = True) -> None:
         self.node, self.fields, self.clock = node, tuple(fields), clock
+        self.align_clock = align_clock  # False for lines parsed after the fact (read_once)
         self.utc_offset_s = 0.0
         self.clock_offset_s = 0.0   # node clock minus control clock, measured at hello
         self.pid: int | None = None
@@ -226,7 +158,7 @@ class SamplerParser:
         stamp, zone, pid, pgid, nproc = rest.split()
         sign = -1 if zone.startswith("-") else 1
         self.utc_offset_s = sign * (int(zone[1:3]) * 3600 + int(zone[3:5]) * 60)
-        self.clock_offset_s = float(stamp) - self.clock()
+        self.clock_offset_s = float(stamp) - self.clock() if self.align_clock else 0.0
         self.pid, self.pgid, self.nproc = int(pid), int(pgid), int(nproc)
         return {"node": self.node, "event": "hello", "t": float(stamp) - self.clock_offset_s,
                 "pid": self.pid, "pgid": self.pgid, "nproc": self.nproc,

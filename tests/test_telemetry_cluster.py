@@ -15,7 +15,7 @@ from clustertool import tool_config
 from bench.telemetry import summarize_point
 from cluster import config
 from cluster.remote import Cluster, q
-from cluster.telemetry import TelemetryOptions, TelemetryRecorder
+from cluster.telemetry import TelemetryOptions, TelemetryRecorder, read_once
 
 pytestmark = pytest.mark.cluster
 STANDIN = Path(__file__).resolve().parent.parent / "testbeds" / "standins" / "nvidia-smi"
@@ -128,3 +128,21 @@ def test_a_node_whose_ssh_dies_is_recorded_and_leaves_nothing(nodes: Any, tmp_pa
     while live_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
     assert live_members(pgid) == []
+
+
+def test_read_once_gives_every_node_one_reading_and_names_an_unreachable_one(nodes: Any, tmp_path: Path) -> None:
+    settings = config.load(tool_config(nodes, tmp_path))
+    scenario(nodes, "w1", readings={"power.draw": 77.5, "clocks.sm": 1200})
+    nodes.stop_sshd("w2")
+    try:
+        with Cluster(settings) as cluster:
+            got = read_once(cluster, TelemetryOptions(meminfo_path=MEMINFO))
+    finally:
+        nodes.start_sshd("w2")
+    assert set(got) == set(settings.node_names)
+    gpu = {n: [i for i in items if i.get("source") == "gpu"] for n, items in got.items()}
+    assert [(s["power_w"], s["sm_clock_mhz"]) for s in gpu["w1"]] == [(77.5, 1200)]
+    assert len(gpu["head"]) == 1 and "mem_used_mib" not in gpu["head"][0]
+    assert any(i.get("source") == "mem" and i["swap_free_kib"] == 16000000 for i in got["w3"])
+    (failed,) = got["w2"]
+    assert failed["event"] == "start-failed" and "w2" in failed["why"]

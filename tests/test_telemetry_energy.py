@@ -16,7 +16,7 @@ from bench.telemetry import (
     summarize_point,
     write_telemetry_csv,
 )
-from cluster.telemetry import parse_gpu_row
+from cluster.nvsmi import parse_gpu_row
 
 FIXTURES = Path(__file__).parent / "fixtures" / "telemetry"
 RECORDED_FIELDS = (

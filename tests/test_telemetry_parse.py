@@ -14,14 +14,8 @@ from pathlib import Path
 import pytest
 
 from bench.telemetry import summarize_point
-from cluster.telemetry import (
-    SamplerParser,
-    TelemetryOptions,
-    parse_gpu_row,
-    parse_row_time,
-    sampler_command,
-    stop_command,
-)
+from cluster.nvsmi import parse_gpu_row, parse_row_time
+from cluster.telemetry import SamplerParser, TelemetryOptions, sampler_command, stop_command
 
 FIXTURES = Path(__file__).parent / "fixtures" / "telemetry"
 STANDIN = Path(__file__).resolve().parent.parent / "testbeds" / "standins" / "nvidia-smi"
