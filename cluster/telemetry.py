@@ -234,10 +234,13 @@ class TelemetryRecorder:
             self._threads[n.name] = t
             t.start()
         deadline = time.monotonic() + self.options.start_timeout_s
-        for n in self.nodes:
-            if not self._hello[n.name].wait(max(0.0, deadline - time.monotonic())):
-                self._event(n.name, "start-failed", why="no hello within "
-                            f"{self.options.start_timeout_s:.0f} s")
+        waiting = {n.name for n in self.nodes}
+        while waiting and time.monotonic() < deadline:
+            # a node whose sampler already ended (unreachable) is not waited for
+            waiting = {n for n in waiting if not self._hello[n].is_set() and self._threads[n].is_alive()}
+            time.sleep(0.02)
+        for name in waiting:
+            self._event(name, "start-failed", why=f"no hello within {self.options.start_timeout_s:.0f} s")
 
     def _run(self, node: Node) -> None:
         sink = _LineSink(lambda line: self._on_line(node.name, line))
@@ -313,12 +316,17 @@ class TelemetryRecorder:
         workers = [threading.Thread(target=one, args=(name,), daemon=True) for name in targets]
         for w in workers:
             w.start()
+        # One deadline for all nodes: an unreachable node must not hold the others up.
+        deadline = time.monotonic() + self.options.stop_timeout_s + 1.0
         for w in workers:
-            w.join(self.options.stop_timeout_s + 5)
+            w.join(max(0.0, deadline - time.monotonic()))
+        for name in targets:
+            outcome.setdefault(name, f"no answer within {self.options.stop_timeout_s + 1.0:.0f} s "
+                               "(unreachable?)")
         for name, t in self._threads.items():
-            t.join(1.0)
-            self._event(name, "stopped", outcome=outcome.get(name, "unknown"))
-        return outcome
+            t.join(max(0.0, deadline - time.monotonic()))
+            self._event(name, "stopped", outcome=outcome[name])
+        return dict(outcome)
 
     def __enter__(self) -> TelemetryRecorder:
         self.start()

@@ -118,7 +118,9 @@ def test_a_node_whose_ssh_dies_is_recorded_and_leaves_nothing(nodes: Any, tmp_pa
             others = {n: len(s) for n, s in rec.data()["nodes"].items()}
             time.sleep(1.0)
             assert all(len(rec.data()["nodes"][n]) > others[n] for n in ("head", "w1", "w2"))
+            started = time.monotonic()
             outcome = rec.stop()
+            assert time.monotonic() - started < 3.5
         finally:
             nodes.start_sshd("w3")
     lost = [e for e in rec.data()["events"] if e["event"] == "sampler-exit"]
@@ -146,3 +148,27 @@ def test_read_once_gives_every_node_one_reading_and_names_an_unreachable_one(nod
     assert any(i.get("source") == "mem" and i["swap_free_kib"] == 16000000 for i in got["w3"])
     (failed,) = got["w2"]
     assert failed["event"] == "start-failed" and "w2" in failed["why"]
+
+
+def test_a_node_down_at_start_is_named_and_does_not_hold_the_others(nodes: Any, tmp_path: Path) -> None:
+    settings = config.load(tool_config(nodes, tmp_path))
+    nodes.stop_sshd("w1")
+    try:
+        with Cluster(settings) as cluster:
+            rec = TelemetryRecorder(cluster, TelemetryOptions(interval_ms=250, meminfo_path=MEMINFO))
+            started = time.monotonic()
+            rec.start()
+            assert time.monotonic() - started < 5.0
+            t0 = rec.mark("start")
+            time.sleep(1.5)
+            t1 = rec.mark("end")
+            outcome = rec.stop()
+    finally:
+        nodes.start_sshd("w1")
+    data = rec.data()
+    (exit_event,) = [e for e in data["events"] if e["event"] == "sampler-exit"]
+    assert exit_event["node"] == "w1" and "w1" in exit_event["why"]
+    assert outcome["w1"] == "never started" and outcome["head"] == "gone"
+    summary = summarize_point(data["nodes"], t0, t1, 10, data["events"])
+    assert summary["flagged_nodes"] == ["w1"] and summary["energy_j"] is None
+    assert summary["nodes"]["w3"]["energy_j"] == pytest.approx(40.0 * (t1 - t0), rel=0.01)
