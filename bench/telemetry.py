@@ -110,8 +110,11 @@ def _throttled(node: str, gpu: Sequence[Sample], window: Sequence[Sample],
                rules: FlagRules) -> list[dict[str, Any]]:
     seen = [s["sm_clock_mhz"] for s in gpu if s.get("sm_clock_mhz") is not None]
     highest = max(seen) if seen else None
-    return _spans(node, [(s["t"], _throttle_why(s, s.get("sm_clock_max_mhz") or highest, rules))
-                         for s in window])
+    spans = []
+    for index in sorted({s.get("gpu", 0) for s in window}):  # per GPU: one on GB10
+        spans += _spans(node, [(s["t"], _throttle_why(s, s.get("sm_clock_max_mhz") or highest, rules))
+                               for s in window if s.get("gpu", 0) == index])
+    return spans
 
 
 def _swapped(node: str, samples: Sequence[Sample], start: float, end: float,

@@ -112,7 +112,6 @@ def stop_command(pgid: int) -> str:
     )
 
 
-
 class SamplerParser:
     """Turns one node's tagged sampler lines into samples and events (stateful: the node's UTC
     offset comes from its `hello` line; `clock_offset_s` maps node time onto the control's)."""
