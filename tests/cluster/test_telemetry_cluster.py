@@ -10,15 +10,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from clustertool import tool_config
 
 from bench.telemetry import summarize_point
 from cluster import config
 from cluster.remote import Cluster, q
 from cluster.telemetry import TelemetryOptions, TelemetryRecorder, read_once
+from testbeds.clustertool import tool_config
 
 pytestmark = pytest.mark.cluster
-STANDIN = Path(__file__).resolve().parent.parent / "testbeds" / "standins" / "nvidia-smi"
+STANDIN = Path(__file__).resolve().parents[2] / "testbeds" / "standins" / "nvidia-smi"
 MEMINFO = "/root/telemetry-meminfo"
 
 

@@ -18,7 +18,7 @@ from bench.telemetry import (
 )
 from cluster.nvsmi import parse_gpu_row
 
-FIXTURES = Path(__file__).parent / "fixtures" / "telemetry"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "telemetry"
 RECORDED_FIELDS = (
     "timestamp", "index", "name", "power.draw", "power.limit", "enforced.power.limit", "clocks.sm",
     "clocks.max.sm", "clocks.mem", "temperature.gpu", "utilization.gpu", "memory.used",

@@ -17,8 +17,8 @@ from bench.telemetry import summarize_point
 from cluster.nvsmi import parse_gpu_row, parse_row_time
 from cluster.telemetry import SamplerParser, TelemetryOptions, sampler_command, stop_command
 
-FIXTURES = Path(__file__).parent / "fixtures" / "telemetry"
-STANDIN = Path(__file__).resolve().parent.parent / "testbeds" / "standins" / "nvidia-smi"
+FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "telemetry"
+STANDIN = Path(__file__).resolve().parents[2] / "testbeds" / "standins" / "nvidia-smi"
 # The recorded command's --query-gpu list (tests/fixtures/telemetry/README).
 RECORDED_FIELDS = (
     "timestamp", "index", "name", "power.draw", "power.limit", "enforced.power.limit", "clocks.sm",
