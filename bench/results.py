@@ -21,6 +21,8 @@ from typing import Any
 
 import pandas as pd
 
+from bench.errors import BenchError
+
 SCHEMA_VERSION = 1
 RESULTS_FILE = "results.json"
 REQUESTS_FILE = "requests.jsonl"
@@ -31,7 +33,7 @@ DIST_COLUMNS = {
 }
 
 
-class ResultsError(Exception):
+class ResultsError(BenchError):
     """A results file is missing, unreadable or not a results document we understand."""
 
 

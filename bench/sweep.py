@@ -42,6 +42,7 @@ from tqdm import tqdm
 
 from bench import client, results, servermetrics
 from bench.aiotools import cancel_and_wait
+from bench.errors import BenchError
 from bench.simserver import WORDS
 from bench.stats import summarize
 
@@ -53,10 +54,6 @@ LOOP_LAG_INTERVAL_S = 0.005
 # it); when a whole cohort of C requests ends together, C starts in one event-loop turn would
 # keep every socket unread for that long, and events that queue up meanwhile share a stamp.
 STARTS_PER_LOOP_TURN = 8
-
-
-class BenchError(Exception):
-    """A failure the user can fix; the message is one line saying what and what to do."""
 
 
 def parse_concurrency(text: str) -> list[int]:

@@ -35,7 +35,9 @@ from launcher import harness  # noqa: E402
 
 from cluster import health  # noqa: E402
 from cluster.config import Settings, load  # noqa: E402
-from cluster.launch import DOWN_GRACE_S, ContainerExited, EngineDied, LaunchError, launch  # noqa: E402
+from cluster.launch.errors import ContainerExited, EngineDied, LaunchError  # noqa: E402
+from cluster.launch.launcher import launch  # noqa: E402
+from cluster.launch.watch import DOWN_GRACE_S  # noqa: E402
 from cluster.remote import Cluster  # noqa: E402
 from cluster.weights import stage  # noqa: E402
 from tests.simcluster import SimCluster  # noqa: E402

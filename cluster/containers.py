@@ -17,8 +17,7 @@ from dataclasses import dataclass, field
 
 from .config import Node, Settings
 from .remote import Cluster, RemoteError, Result, q
-
-ATTACHED, ENDED = "@@gx10-attached", "@@gx10-ended"
+from .shell import LineSplitter
 
 
 def normalize_image(ref: str) -> str:
@@ -247,7 +246,7 @@ class LogFollower:
             chan.get_pty(term="dumb", width=1000)
             chan.settimeout(0.5)
             chan.exec_command(self.command)
-            buf = ""
+            lines = LineSplitter(self._line, carriage_return="")
             while not self._stop.is_set():
                 try:
                     data = chan.recv(65536)
@@ -255,10 +254,7 @@ class LogFollower:
                     continue
                 if not data:
                     return
-                buf += data.decode(errors="replace").replace("\r", "")
-                *complete, buf = buf.split("\n")
-                for line in complete:
-                    self._line(line)
+                lines.write(data.decode(errors="replace"))
                 if self.ended.is_set():
                     return
         finally:

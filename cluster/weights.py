@@ -19,9 +19,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ModelSpec, Node
+from .errors import ClusterError
 from .facts import GIB
 from .progress import TransferBar
-from .remote import Cluster, RemoteError, Result, q
+from .remote import FABRIC_SSH, Cluster, RemoteError, Result, q
 
 HOPS = ("control-head", "head-workers", "all")
 CHECKSUM_MAX_BYTES = 16 * 1024**2  # index, config and tokenizer files; not the shards
@@ -30,7 +31,7 @@ RSYNC = ["rsync", "-a", "--partial", "--info=progress2", "--no-inc-recursive"]
 Listing = dict[str, int]  # relative path -> size in bytes
 
 
-class WeightsError(Exception):
+class WeightsError(ClusterError):
     """Staging cannot go on; the message says which node, what is missing and the fix."""
 
 
@@ -164,8 +165,7 @@ def _hop1(cluster: Cluster, spec: ModelSpec, need: int) -> None:
 
 def _hop2_command(cluster: Cluster, worker: Node, path: str, files: list[str] | None = None) -> str:
     """The line the head runs for one worker: make the folder, then rsync over the fabric."""
-    ssh = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=10"
-    rsync = [*RSYNC, "-e", ssh]
+    rsync = [*RSYNC, "-e", FABRIC_SSH]
     feed = ""
     if files is not None:
         rsync += ["--ignore-times", "--files-from=-"]

@@ -17,8 +17,9 @@ import pytest
 from clustertool import PROJECT, inv, tool_config
 
 from cluster.config import defaults
-from cluster.imageprune import parse_age, parse_created
-from cluster.images import at_least, same_build, wheel_problems
+from cluster.images.build import wheel_problems
+from cluster.images.prune import parse_age, parse_created
+from cluster.images.verify import at_least, same_build
 from tests.simcluster import SimCluster
 
 pytestmark = pytest.mark.cluster
