@@ -47,7 +47,8 @@ from clustertool import tool_config  # noqa: E402
 from cluster.config import Node, load  # noqa: E402
 from cluster.images import distribute as image_distribute  # noqa: E402
 from cluster.images import verify as image_verify  # noqa: E402
-from cluster.remote import Cluster, q  # noqa: E402
+from cluster.remote import Cluster  # noqa: E402
+from cluster.shell import q  # noqa: E402
 from tests.simcluster import SimCluster  # noqa: E402
 
 IMAGE = "vllm-node"

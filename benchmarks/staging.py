@@ -29,8 +29,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 from clustertool import make_model, tool_config  # noqa: E402
 
 from cluster.config import load  # noqa: E402
+from cluster.listing import model_dir  # noqa: E402
 from cluster.remote import Cluster  # noqa: E402
-from cluster.weights import model_dir, stage  # noqa: E402
+from cluster.weights import stage  # noqa: E402
 from tests.simcluster import SimCluster  # noqa: E402
 
 

@@ -16,8 +16,8 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .config import Node, Settings
-from .remote import Cluster, RemoteError, Result, q
-from .shell import LineSplitter
+from .remote import Cluster, RemoteError, Result
+from .shell import LineSplitter, q
 
 
 def normalize_image(ref: str) -> str:

@@ -4,7 +4,8 @@ from __future__ import annotations
 
 from .checks import FAIL, OK, WARN, Check
 from .facts import GIB, NodeFacts
-from .remote import Cluster, q, remote_path
+from .remote import Cluster
+from .shell import q, remote_path
 
 
 def node_checks(cluster: Cluster, facts: dict[str, NodeFacts]) -> list[Check]:

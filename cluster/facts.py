@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .config import Node
-from .remote import Cluster, q, remote_path
+from .remote import Cluster
+from .shell import q, remote_path
 
 GIB = 1024**3
 

@@ -29,7 +29,7 @@ from invoke.exceptions import CommandTimedOut
 from .config import Node, Settings
 from .errors import ClusterError
 from .opslog import OpsLog
-from .shell import LineSplitter
+from .shell import LineSplitter, tail
 
 # How the head reaches a worker over the fabric: its own keys and known_hosts, host keys verified
 # (no StrictHostKeyChecking=no), never a password prompt.
@@ -63,10 +63,8 @@ class Result:
         """One short explanation of a failure, for error messages."""
         if self.error:
             return self.error
-        tail = " | ".join(self.stderr.strip().splitlines()[-3:]) or " | ".join(
-            self.stdout.strip().splitlines()[-3:]
-        )
-        return f"exit {self.exit_code}" + (f": {tail}" if tail else "")
+        last = tail(self.stderr) or tail(self.stdout)
+        return f"exit {self.exit_code}" + (f": {last}" if last else "")
 
 
 class RemoteError(ClusterError):
@@ -394,16 +392,3 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def q(value: str) -> str:
-    """Shell-quote one value for a remote command line (shlex.quote, short name for f-strings)."""
-    return shlex.quote(str(value))
-
-
-def remote_path(path: str) -> str:
-    """Quote a node path, keeping a leading `~/` expandable by the remote shell."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)

@@ -13,7 +13,8 @@ from typing import Any
 
 from . import health
 from .config import Settings
-from .remote import Cluster, Result, q, remote_path
+from .remote import Cluster, Result
+from .shell import q, remote_path
 
 STATE_FILE = "~/.gx10-ops/serving.json"  # on the head; written by launch, removed by stop
 

@@ -1,9 +1,10 @@
-"""Small helpers every module that drives a node's shell needs: stream output cut into lines, and
-the UTC time stamps written into logs, records and folder names. One copy each, so a log line,
-a record and a folder name always agree on how time is written."""
+"""Small helpers every module that drives a node's shell needs: quoting for remote command lines,
+stream output cut into lines, and the UTC time stamps written into logs, records and folder
+names. One copy each, so every command quotes alike and every record writes time alike."""
 
 from __future__ import annotations
 
+import shlex
 import threading
 import time
 from collections.abc import Callable
@@ -15,6 +16,11 @@ COMPACT_UTC = "%Y%m%dT%H%M%SZ"  # in file and folder names
 def utc_stamp(fmt: str = ISO_UTC) -> str:
     """The current UTC time in `fmt` (ISO_UTC or COMPACT_UTC)."""
     return time.strftime(fmt, time.gmtime())
+
+
+def tail(text: str, n: int = 3) -> str:
+    """The last `n` lines of a command's output on one line, for an error message."""
+    return " | ".join(text.strip().splitlines()[-n:])
 
 
 class LineSplitter:
@@ -42,3 +48,17 @@ class LineSplitter:
     def flush(self) -> None:
         if self.on_flush:
             self.on_flush()
+
+
+def q(value: str) -> str:
+    """Shell-quote one value for a remote command line (shlex.quote, short name for f-strings)."""
+    return shlex.quote(str(value))
+
+
+def remote_path(path: str) -> str:
+    """Quote a node path, keeping a leading `~/` expandable by the remote shell."""
+    if path == "~":
+        return '"$HOME"'
+    if path.startswith("~/"):
+        return '"$HOME"/' + shlex.quote(path[2:])
+    return shlex.quote(path)

@@ -18,10 +18,10 @@ from typing import IO
 
 from ..config import ImageSpec, Node
 from ..progress import TransferBar, human
-from ..remote import Cluster, q
-from ..shell import utc_stamp
+from ..remote import Cluster
+from ..shell import q, tail, utc_stamp
 from .errors import ImagesError
-from .select import head_image, image_states, short
+from .select import head_image, held, image_states, short
 
 CHUNK = 1 << 20
 
@@ -114,11 +114,11 @@ def backup(cluster: Cluster, specs: list[ImageSpec]) -> list[str]:
         stderr = b"".join(err).decode(errors="replace")
         cluster.ops_log.record("control", f"{shlex.join(argv)} > {partial}", rc, time.monotonic() - start,
                                stderr=stderr)
-        after = image_states(cluster, [head], [spec.tag])[0].get(head.name, {}).get(spec.tag)
+        after = held(cluster, head, spec.tag)
         if rc != 0 or after is None or after.id != source.id:
             partial.unlink(missing_ok=True)
-            tail = " | ".join(stderr.strip().splitlines()[-3:])
-            why = (f"ssh/docker save exited {rc}" + (f": {tail}" if tail else "") if rc != 0
+            last = tail(stderr)
+            why = (f"ssh/docker save exited {rc}" + (f": {last}" if last else "") if rc != 0
                    else f"{spec.tag} changed on {head.name} while it was saved")
             raise ImagesError(f"backup of {spec.tag} failed ({why}); the previous backup, if any, is untouched. "
                               f"command: {shlex.join(argv)}")
@@ -189,13 +189,13 @@ def restore(cluster: Cluster, spec: ImageSpec, nodes: Iterable[Node], force: boo
         output = b"".join(out).decode(errors="replace")
         cluster.ops_log.record(f"control->{node.name}", f"{shlex.join(argv)} < {paths.tar}", rc,
                                time.monotonic() - start, stderr=output)
-        now = image_states(cluster, [node], [spec.tag])[0].get(node.name, {}).get(spec.tag)
+        now = held(cluster, node, spec.tag)
         if rc != 0 or now is None or now.id != want:
-            tail = " | ".join(output.strip().splitlines()[-3:])
+            last = tail(output)
             found = "nothing" if now is None else f"ID {short(now.id)}"
             raise ImagesError(
                 f"restoring {spec.tag} on {node.name} failed: docker load exited {rc}"
-                + (f" ({tail})" if tail else "") + f"; {node.name} now holds {found}, expected ID {short(want)}. "
+                + (f" ({last})" if last else "") + f"; {node.name} now holds {found}, expected ID {short(want)}. "
                 f"command: {shlex.join(argv)} < {paths.tar}"
             )
         cluster.say(f"{node.name}: {spec.tag} restored, ID {short(want)} ({time.monotonic() - start:.1f} s)")

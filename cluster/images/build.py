@@ -9,10 +9,10 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..config import ImageSpec, Settings
-from ..remote import Cluster, prefixed_lines, remote_path
-from ..shell import LineSplitter
+from ..remote import Cluster, prefixed_lines
+from ..shell import LineSplitter, remote_path
 from .errors import ImagesError
-from .select import ancestors, image_states, lineage_order, short
+from .select import ancestors, held, image_states, lineage_order, short
 from .verify import Verdict, probe_command, probes, save_records, verify_on
 
 COPY_FLAGS = ("-c", "--copy-to", "--copy-parallel")
@@ -150,7 +150,7 @@ def rebuild(cluster: Cluster, specs: list[ImageSpec]) -> list[Verdict]:
     cluster.say("build order: " + " -> ".join(spec.name for spec in plan.order))
     verdicts: list[Verdict] = []
     for spec in plan.order:
-        before = image_states(cluster, [head], [spec.tag])[0].get(head.name, {}).get(spec.tag)
+        before = held(cluster, head, spec.tag)
         cluster.say(f"building {spec.tag} on {head.name}: {spec.build}")
         echo = None if cluster.dry_run else build_echo(cluster, head.name, spec.name)
         r = cluster.run(head, build_command(cluster.settings, spec), mutating=True, sink=echo)
@@ -163,7 +163,7 @@ def rebuild(cluster: Cluster, specs: list[ImageSpec]) -> list[Verdict]:
                 f"building {spec.tag} on {head.name} failed ({r.why()}); nothing was distributed. "
                 f"command: {r.command}. The full output is above and in the operations log"
             )
-        after = image_states(cluster, [head], [spec.tag])[0].get(head.name, {}).get(spec.tag)
+        after = held(cluster, head, spec.tag)
         if after is None:
             raise ImagesError(
                 f"the build of {spec.name} finished but {head.name} has no {spec.tag}: does "

@@ -23,8 +23,8 @@ from dataclasses import dataclass
 
 from ..config import ImageSpec, Node
 from ..progress import TransferBar, human
-from ..remote import Cluster, Result, q
-from ..shell import LineSplitter
+from ..remote import Cluster, Result
+from ..shell import LineSplitter, q
 from .select import Present, head_image, image_states, short
 from .verify import ensure_verified
 

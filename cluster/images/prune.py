@@ -19,7 +19,8 @@ from ..config import Node
 from ..containers import normalize_image
 from ..facts import normalize_id
 from ..progress import human
-from ..remote import Cluster, q
+from ..remote import Cluster
+from ..shell import q
 from .errors import ImagesError
 from .select import protected_tags, short
 

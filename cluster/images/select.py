@@ -8,7 +8,8 @@ from dataclasses import dataclass
 
 from ..config import ImageSpec, Node, Settings
 from ..facts import normalize_id
-from ..remote import Cluster, Result, q
+from ..remote import Cluster, Result
+from ..shell import q
 from .errors import ImagesError
 
 
@@ -84,6 +85,11 @@ def image_states(
     states = {name: parse_inspect(r.stdout) for name, r in results.items() if r.ok}
     failed = {name: r for name, r in results.items() if not r.ok}
     return states, failed
+
+
+def held(cluster: Cluster, node: Node, tag: str) -> Present | None:
+    """What `node` holds under `tag` now (None: absent, or the node did not answer)."""
+    return image_states(cluster, [node], [tag])[0].get(node.name, {}).get(tag)
 
 
 def head_image(cluster: Cluster, spec: ImageSpec) -> Present:

@@ -12,8 +12,8 @@ from dataclasses import asdict, dataclass, field
 
 from ..config import ImageSpec, Node
 from ..facts import normalize_id
-from ..remote import Cluster, Result, q, remote_path
-from ..shell import utc_stamp
+from ..remote import Cluster, Result
+from ..shell import q, remote_path, utc_stamp
 from .errors import ImagesError
 from .select import Present, image_states, short
 

@@ -12,8 +12,8 @@ from ..checks import failed
 from ..config import ModelSpec, Settings
 from ..containers import remove, survey
 from ..facts import gather
-from ..remote import Cluster, q, remote_path
-from ..shell import utc_stamp
+from ..remote import Cluster
+from ..shell import q, remote_path, utc_stamp
 from .current import identify, require_survey
 from .errors import LaunchRefused
 from .preflight import image_checks, wait_ports_free, weights_checks

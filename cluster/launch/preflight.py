@@ -12,8 +12,8 @@ from ..checks import FAIL, OK, WARN, Check
 from ..config import ModelSpec, Node, Settings
 from ..containers import Survey, survey
 from ..facts import GIB, NodeFacts
+from ..listing import diff_listing, local_listing, model_dir, remote_listings, source_dir
 from ..remote import Cluster
-from ..weights import diff_listing, local_listing, model_dir, remote_listings, source_dir
 from .current import Current, identify
 from .errors import LaunchRefused
 
@@ -27,16 +27,16 @@ def image_checks(settings: Settings, spec: ModelSpec, facts: dict[str, NodeFacts
     head = settings.head.name
     if head in ids and ids[head] is None:
         return [Check(head, "image", FAIL, f"{image.tag} is not on {head}",
-                        f"inv rebuild --image {image.name}, then inv distribute --image {image.name}")]
+                      f"inv rebuild --image {image.name}, then inv distribute --image {image.name}")]
     missing = [n for n, i in ids.items() if i is None]
     if missing:
         return [Check(",".join(missing), "image", FAIL, f"{image.tag} is missing on {', '.join(missing)}",
-                        f"inv distribute --image {image.name}")]
+                      f"inv distribute --image {image.name}")]
     distinct = sorted({i for i in ids.values() if i})
     if len(distinct) > 1:
         shown = ", ".join(f"{n} {i[:12] if i else '-'}" for n, i in ids.items())
         return [Check("all", "image", FAIL, f"{image.tag} differs between nodes: {shown}",
-                        f"inv distribute --image {image.name}")]
+                      f"inv distribute --image {image.name}")]
     iid = distinct[0][:12] if distinct else "?"
     return [Check("all", "image", OK, f"{image.tag} {iid} on {', '.join(ids)}")]
 
@@ -55,7 +55,7 @@ def weights_checks(cluster: Cluster, spec: ModelSpec, nodes: Iterable[Node]) -> 
     fix = f"inv stage --model {spec.name}"
     if not source:
         return [Check(head, "weights", FAIL, f"no copy of {spec.hf_id} on the control ({src}) nor on {head}",
-                        f"put the model at {src} on the control, then {fix}")]
+                      f"put the model at {src} on the control, then {fix}")]
     out = []
     for n in nodes:
         bad = diff_listing(source, listings[n.name])
