@@ -16,14 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .config import Node, Settings
+from .facts import normalize_image
 from .remote import Cluster, RemoteError, Result
 from .shell import LineSplitter, q
-
-
-def normalize_image(ref: str) -> str:
-    """`localhost/vllm-node:latest`, `vllm-node` and `docker.io/library/vllm-node:latest` alike."""
-    ref = ref.strip().removeprefix("docker.io/").removeprefix("library/").removeprefix("localhost/")
-    return ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
 
 
 @dataclass(frozen=True)

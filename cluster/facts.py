@@ -47,6 +47,13 @@ def normalize_id(image_id: str) -> str:
     return image_id.strip().removeprefix("sha256:")
 
 
+def normalize_image(ref: str) -> str:
+    """`localhost/vllm-node:latest`, `vllm-node` and `docker.io/library/vllm-node:latest` alike
+    (podman names local images `localhost/NAME:TAG`; docker says `NAME:TAG`)."""
+    ref = ref.strip().removeprefix("docker.io/").removeprefix("library/").removeprefix("localhost/")
+    return ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
+
+
 def probe_command(docker: str, model_root: str) -> str:
     d = q(docker)
     return "\n".join(

@@ -16,8 +16,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
 from ..config import Node
-from ..containers import normalize_image
-from ..facts import normalize_id
+from ..facts import normalize_id, normalize_image
 from ..progress import human
 from ..remote import Cluster
 from ..shell import q
