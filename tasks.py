@@ -13,27 +13,35 @@ from typing import Any
 from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
-from cluster import containers, imagecopy, imageprune, images, serving, weights
+from bench.errors import BenchError
+from cluster import checks, containers, serving, weights
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
-from cluster import launch as launch_mod
-from cluster.config import ConfigError, Settings, defaults, from_invoke
-from cluster.remote import Cluster, RemoteError
+from cluster.config import Settings, defaults, from_invoke
+from cluster.errors import ClusterError
+from cluster.images import backup as image_backup
+from cluster.images import build as image_build
+from cluster.images import distribute as image_distribute
+from cluster.images import prune as image_prune
+from cluster.images import verify as image_verify
+from cluster.images.select import select as select_images
+from cluster.launch import current as launch_current
+from cluster.launch import launcher
+from cluster.launch.preflight import preflight
+from cluster.remote import Cluster
 from cluster.status import render_status
 
 
 def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
-    """Turn the library's typed errors into a clean message and a non-zero exit."""
+    """Turn the libraries' typed errors (two roots) into a clean message and their exit code."""
 
     @functools.wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
-        except ConfigError as e:
-            raise Exit(f"config error: {e}", code=2) from e
-        except (RemoteError, weights.WeightsError, images.ImagesError) as e:
-            raise Exit(str(e), code=1) from e
-        except launch_mod.LaunchError as e:
+        except ClusterError as e:
+            raise Exit(e.message(), code=e.exit_code) from e
+        except BenchError as e:
             raise Exit(str(e), code=e.exit_code) from e
         except KeyboardInterrupt as e:
             raise Exit("interrupted", code=130) from e
@@ -70,16 +78,15 @@ def doctor(c: Context, strict: bool = False, model: str | None = None) -> None:
     spec = s.model(model) if model else None
     with Cluster(s) as cl:
         facts = facts_mod.gather(cl)
-        checks = doctor_mod.node_checks(cl, facts)
+        found = doctor_mod.node_checks(cl, facts)
         if facts[cl.head.name].reachable:
-            checks += doctor_mod.head_checks(cl)
-        checks += doctor_mod.launch_checks(cl, spec, facts)
-        print(doctor_mod.render_checks(checks))
-        bad = doctor_mod.failed(checks)
-        warned = [ch for ch in checks if ch.status == doctor_mod.WARN]
+            found += doctor_mod.head_checks(cl)
+        found += preflight(cl, spec, facts)
+        print(checks.render_checks(found))
+        bad, warned = checks.failed(found), checks.warned(found)
         if bad or (strict and warned):
             raise Exit(f"doctor: {len(bad)} check(s) failed, {len(warned)} warning(s)", code=1)
-        print(f"doctor: all {len(checks)} checks passed" + (f" ({len(warned)} warnings)" if warned else ""))
+        print(f"doctor: all {len(found)} checks passed" + (f" ({len(warned)} warnings)" if warned else ""))
 
 
 DRY_RUN_HELP = "Print, per host, the commands that would change something; change nothing."
@@ -231,13 +238,13 @@ def launch(c: Context, model: str | None = None, timeout: str | None = None, no_
     s = settings(c)
     spec = s.model(model)
     try:
-        minutes = float(timeout) if timeout is not None else launch_mod.default_timeout_min(spec)
+        minutes = float(timeout) if timeout is not None else launcher.default_timeout_min(spec)
     except ValueError:
         raise Exit(f"--timeout must be a number of minutes, got {timeout!r}", code=2) from None
     if minutes <= 0:
         raise Exit(f"--timeout must be positive, got {timeout!r}", code=2)
     with Cluster(s, dry_run=dry_run) as cl:
-        launch_mod.launch(cl, spec, timeout_s=minutes * 60, wait=not no_wait)
+        launcher.launch(cl, spec, timeout_s=minutes * 60, wait=not no_wait)
 
 
 @task(help={"node": "Node name(s), comma-separated, or all (default; also removes the launch record).",
@@ -247,7 +254,7 @@ def stop(c: Context, node: str = "all", dry_run: bool = False) -> None:
     """Stop the serving containers (docker rm -f) on every node, or on --node."""
     s = settings(c)
     with Cluster(s, dry_run=dry_run) as cl:
-        launch_mod.stop(cl, s.select_nodes(node))
+        launch_current.stop(cl, s.select_nodes(node))
 
 
 @task(help={"node": "Node name(s), comma-separated, or all (default: the head, where the API server logs).",
@@ -283,7 +290,7 @@ def rebuild(c: Context, image: str | None = None, dry_run: bool = False) -> None
     """
     s = settings(c)
     with Cluster(s, dry_run=dry_run) as cl:
-        images.rebuild(cl, images.select(s, image))
+        image_build.rebuild(cl, select_images(s, image))
 
 
 @task(help={"image": IMAGE_HELP, "node": "Node name(s), comma-separated, or all; default: the head."})
@@ -293,7 +300,7 @@ def verify(c: Context, image: str | None = None, node: str | None = None) -> Non
     s = settings(c)
     nodes = s.select_nodes(node) if node else (s.head,)
     with Cluster(s) as cl:
-        verdicts = images.verify(cl, images.select(s, image), nodes)
+        verdicts = image_verify.verify(cl, select_images(s, image), nodes)
     for v in verdicts:
         print(v.report())
     bad = [v for v in verdicts if not v.ok]
@@ -312,9 +319,9 @@ def distribute(c: Context, image: str | None = None, dry_run: bool = False) -> N
     """
     s = settings(c)
     with Cluster(s, dry_run=dry_run) as cl:
-        failures = imagecopy.distribute(cl, images.select(s, image))
+        failures = image_distribute.distribute(cl, select_images(s, image))
     if failures:
-        raise Exit(imagecopy.describe_failures(failures), code=1)
+        raise Exit(image_distribute.describe_failures(failures), code=1)
 
 
 @task(help={"image": IMAGE_HELP, "dry-run": DRY_RUN_HELP})
@@ -323,7 +330,7 @@ def backup(c: Context, image: str | None = None, dry_run: bool = False) -> None:
     """Save images from the head into the control's backup folder (NAME.tar + NAME.json with the ID)."""
     s = settings(c)
     with Cluster(s, dry_run=dry_run) as cl:
-        imagecopy.backup(cl, images.select(s, image))
+        image_backup.backup(cl, select_images(s, image))
 
 
 @task(
@@ -342,7 +349,7 @@ def restore(c: Context, image: str | None = None, node: str | None = None, force
         raise Exit("restore needs --image NAME and --node NAME (see `inv --help restore`)", code=2)
     s = settings(c)
     with Cluster(s, dry_run=dry_run) as cl:
-        imagecopy.restore(cl, s.image(image), s.select_nodes(node), force=force)
+        image_backup.restore(cl, s.image(image), s.select_nodes(node), force=force)
 
 
 @task(
@@ -356,9 +363,9 @@ def restore(c: Context, image: str | None = None, node: str | None = None, force
 def prune(c: Context, node: str = "all", older_than: str | None = None, dry_run: bool = False) -> None:
     """Free image space safely: never `prune -a`; keep live images, their bases, anything a container uses."""
     s = settings(c)
-    bound = imageprune.parse_age(older_than) if older_than else None
+    bound = image_prune.parse_age(older_than) if older_than else None
     with Cluster(s, dry_run=dry_run) as cl:
-        report = imageprune.prune(cl, s.select_nodes(node), bound)
+        report = image_prune.prune(cl, s.select_nodes(node), bound)
     if report.unreachable:
         raise Exit("prune could not reach: " + "; ".join(f"{n}: {why}" for n, why in report.unreachable.items()),
                    code=1)

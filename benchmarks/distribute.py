@@ -7,7 +7,7 @@ the runs) and bytes written on the head.
 
 - seed: on the head, `docker save IMG > /tmp/IMG.tar`, then `cat tar | ssh wN docker load` to the
   three workers in parallel, `wait`, `rm` the tar (the README's recipe, run as one ssh command).
-- ours: `cluster.imagecopy.distribute`, the code behind `inv distribute` (pre-check of the
+- ours: `cluster.images.distribute.distribute`, the code behind `inv distribute` (pre-check of the
   workers' image IDs, the verification record, the stream, the post-check), timed as a whole;
   "head cmd s" is the stream command alone (from the operations log).
 - reference: `docker save IMG > /dev/null` alone on the head, to show what the engine itself
@@ -39,9 +39,11 @@ from pathlib import Path
 
 from tabulate import tabulate
 
-from cluster import imagecopy, images
 from cluster.config import Node, load
-from cluster.remote import Cluster, q
+from cluster.images import distribute as image_distribute
+from cluster.images import verify as image_verify
+from cluster.remote import Cluster
+from cluster.shell import q
 from testbeds.clustertool import tool_config
 from testbeds.simcluster import SimCluster
 
@@ -92,10 +94,10 @@ def ours(cfg: Path, sim: SimCluster) -> tuple[float, dict[str, int]]:
     s = load(cfg)
     with Cluster(s, out=io.StringIO()) as cl:
         start = time.monotonic()
-        failures = imagecopy.distribute(cl, [s.image(IMAGE)])
+        failures = image_distribute.distribute(cl, [s.image(IMAGE)])
         wall = time.monotonic() - start
     if failures:
-        raise SystemExit(imagecopy.describe_failures(failures))
+        raise SystemExit(image_distribute.describe_failures(failures))
     streams = [line for line in s.ops_log.read_text().splitlines() if " head exit=0 " in line and "tee -p" in line]
     counters = head_io(sim)
     counters["stream_ms"] = int(float(streams[-1].split()[3].rstrip("s")) * 1000)
@@ -104,7 +106,7 @@ def ours(cfg: Path, sim: SimCluster) -> tuple[float, dict[str, int]]:
 
 def measured_stream(cluster: Cluster, tag: str, targets: list[Node]) -> str:
     """The tool's own stream script, plus the line that records the head shell's I/O counters."""
-    return f"bash -c {q(imagecopy.stream_script(cluster, tag, targets) + MEASURE)}"
+    return f"bash -c {q(image_distribute.stream_script(cluster, tag, targets) + MEASURE)}"
 
 
 def main() -> None:
@@ -112,7 +114,7 @@ def main() -> None:
     ap.add_argument("--gib", type=float, default=1.0, help="incompressible data in the image, GiB (default 1)")
     ap.add_argument("--runs", type=int, default=3, help="runs per method, alternating (default 3)")
     args = ap.parse_args()
-    imagecopy.stream_command = measured_stream  # type: ignore[assignment]
+    image_distribute.stream_command = measured_stream  # type: ignore[assignment]
     walls: dict[str, list[float]] = {"seed": [], "ours": [], "engine": []}
     streams: dict[str, list[float]] = {"seed": [], "ours": [], "engine": []}
     written: dict[str, list[int]] = {"seed": [], "ours": [], "engine": []}
@@ -124,7 +126,7 @@ def main() -> None:
               f"{time.monotonic() - t:.0f} s", file=sys.stderr)
         s = load(cfg)
         with Cluster(s, out=io.StringIO()) as cl:
-            verdicts = images.verify(cl, [s.image(IMAGE)], [cl.head])
+            verdicts = image_verify.verify(cl, [s.image(IMAGE)], [cl.head])
             assert all(v.ok for v in verdicts), [v.report() for v in verdicts]
         runners = {"seed": lambda: seed(sim), "ours": lambda: ours(cfg, sim), "engine": lambda: engine_alone(sim)}
         size = int(sim.node_run("head", f"podman image inspect --format '{{{{.Size}}}}' {TAG}", check=True).stdout)

@@ -28,7 +28,9 @@ from tabulate import tabulate
 
 from cluster import health
 from cluster.config import Settings, load
-from cluster.launch import DOWN_GRACE_S, ContainerExited, EngineDied, LaunchError, launch
+from cluster.launch.errors import ContainerExited, EngineDied, LaunchError
+from cluster.launch.launcher import launch
+from cluster.launch.watch import DOWN_GRACE_S
 from cluster.remote import Cluster
 from cluster.weights import stage
 from testbeds.clustertool import make_model, tool_config

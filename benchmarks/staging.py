@@ -23,8 +23,9 @@ from pathlib import Path
 from tabulate import tabulate
 
 from cluster.config import load
+from cluster.listing import model_dir
 from cluster.remote import Cluster
-from cluster.weights import model_dir, stage
+from cluster.weights import stage
 from testbeds.clustertool import make_model, tool_config
 from testbeds.simcluster import SimCluster
 

@@ -16,13 +16,18 @@ from typing import Any
 import yaml
 from invoke.config import Config, merge_dicts
 
+from .errors import ClusterError
+
 DEFAULTS_FILE = Path(__file__).with_name("defaults.yaml")
 PROJECT_DIR = Path(__file__).resolve().parent.parent
 PLACEHOLDER = re.compile(r"<[A-Za-z0-9_.-]+>")
 
 
-class ConfigError(Exception):
+class ConfigError(ClusterError):
     """A config value is missing or wrong; the message names the key and the fix."""
+
+    exit_code = 2
+    prefix = "config error: "
 
 
 def defaults() -> dict[str, Any]:

@@ -16,15 +16,9 @@ from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 
 from .config import Node, Settings
-from .remote import Cluster, RemoteError, Result, q
-
-ATTACHED, ENDED = "@@gx10-attached", "@@gx10-ended"
-
-
-def normalize_image(ref: str) -> str:
-    """`localhost/vllm-node:latest`, `vllm-node` and `docker.io/library/vllm-node:latest` alike."""
-    ref = ref.strip().removeprefix("docker.io/").removeprefix("library/").removeprefix("localhost/")
-    return ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
+from .facts import normalize_image
+from .remote import Cluster, RemoteError, Result
+from .shell import LineSplitter, q
 
 
 @dataclass(frozen=True)
@@ -247,7 +241,7 @@ class LogFollower:
             chan.get_pty(term="dumb", width=1000)
             chan.settimeout(0.5)
             chan.exec_command(self.command)
-            buf = ""
+            lines = LineSplitter(self._line, carriage_return="")
             while not self._stop.is_set():
                 try:
                     data = chan.recv(65536)
@@ -255,10 +249,7 @@ class LogFollower:
                     continue
                 if not data:
                     return
-                buf += data.decode(errors="replace").replace("\r", "")
-                *complete, buf = buf.split("\n")
-                for line in complete:
-                    self._line(line)
+                lines.write(data.decode(errors="replace"))
                 if self.ended.is_set():
                     return
         finally:

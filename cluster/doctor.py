@@ -2,25 +2,10 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-from tabulate import tabulate
-
-from .config import ModelSpec
+from .checks import FAIL, OK, WARN, Check
 from .facts import GIB, NodeFacts
-from .launch import preflight
-from .remote import Cluster, q, remote_path
-
-OK, WARN, FAIL = "OK", "WARN", "FAIL"
-
-
-@dataclass
-class Check:
-    node: str
-    name: str
-    status: str
-    detail: str
-    fix: str = ""
+from .remote import Cluster
+from .shell import q, remote_path
 
 
 def node_checks(cluster: Cluster, facts: dict[str, NodeFacts]) -> list[Check]:
@@ -86,21 +71,3 @@ def head_checks(cluster: Cluster) -> list[Check]:
                       "update the checkout on the head (git pull)")]
     return [Check(head.name, "launcher repo", OK, f"{s.launcher_repo} has the launcher scripts")]
 
-
-def render_checks(checks: list[Check]) -> str:
-    rows = [[c.status, c.node, c.name, c.detail, c.fix] for c in checks]
-    return tabulate(rows, headers=["", "node", "check", "detail", "fix"], tablefmt="simple")
-
-
-def failed(checks: list[Check]) -> list[Check]:
-    return [c for c in checks if c.status == FAIL]
-
-
-def launch_checks(cluster: Cluster, spec: ModelSpec | None, facts: dict[str, NodeFacts]) -> list[Check]:
-    """The launch preflight: stale containers and ports free on the head; with a model, also its
-    image on every node with one ID and its weights staged."""
-    out = []
-    for f in preflight(cluster, spec, facts):
-        status = OK if f.ok else FAIL if f.blocking else WARN
-        out.append(Check(f.node, f.check, status, f.detail, "" if f.ok else f.fix))
-    return out

@@ -9,7 +9,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from .config import Node
-from .remote import Cluster, q, remote_path
+from .remote import Cluster
+from .shell import q, remote_path
 
 GIB = 1024**3
 
@@ -44,6 +45,13 @@ class NodeFacts:
 def normalize_id(image_id: str) -> str:
     """Docker prints `sha256:<hex>`, podman bare hex: compare the hex."""
     return image_id.strip().removeprefix("sha256:")
+
+
+def normalize_image(ref: str) -> str:
+    """`localhost/vllm-node:latest`, `vllm-node` and `docker.io/library/vllm-node:latest` alike
+    (podman names local images `localhost/NAME:TAG`; docker says `NAME:TAG`)."""
+    ref = ref.strip().removeprefix("docker.io/").removeprefix("library/").removeprefix("localhost/")
+    return ref if ":" in ref.rsplit("/", 1)[-1] else f"{ref}:latest"
 
 
 def probe_command(docker: str, model_root: str) -> str:

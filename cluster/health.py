@@ -54,7 +54,7 @@ def probe(host: str, port: int, path: str = "/health", timeout: float = 1.0) -> 
 
 
 def get_json(host: str, port: int, path: str, timeout: float = 3.0) -> object | None:
-    """GET a JSON document; None when nothing (valid) answers."""
+    """GET a JSON document; None when nothing (valid) answers (the usual case when nothing is served)."""
     conn = http.client.HTTPConnection(host, port, timeout=timeout)
     try:
         conn.request("GET", path)

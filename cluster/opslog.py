@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
+
+from .shell import utc_stamp
 
 
 class OpsLog:
@@ -27,7 +28,7 @@ class OpsLog:
     ) -> None:
         if self.path is None:
             return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stamp = utc_stamp()
         code = "dry-run" if note == "dry-run" else f"exit={exit_code if exit_code is not None else 'none'}"
         one_line = "; ".join(part.strip() for part in command.splitlines() if part.strip())
         lines = [f"{stamp} {host} {code} {seconds:.2f}s {one_line}"]
@@ -44,7 +45,7 @@ class OpsLog:
         """A line for what is not a command: a task starting, a decision taken."""
         if self.path is None:
             return
-        stamp = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
+        stamp = utc_stamp()
         with self._lock:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             with self.path.open("a") as f:

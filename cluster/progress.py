@@ -10,6 +10,8 @@ import time
 
 from tqdm import tqdm
 
+from .shell import LineSplitter
+
 _PROGRESS2 = re.compile(r"^\s*([\d,]+)\s+\d+%")
 PLAIN_EVERY_S = 15.0
 
@@ -35,17 +37,17 @@ class TransferBar:
             position=position, leave=True, file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
             disable=not self.tty,
         )
-        self.buf, self.done = "", 0
+        self.done = 0
+        self._lines = LineSplitter(self._progress_line)
         self.start = self.last_plain = time.monotonic()
 
     def write(self, data: str) -> int:
-        self.buf += data
-        *lines, self.buf = self.buf.replace("\r", "\n").split("\n")
-        for line in lines:
-            m = _PROGRESS2.match(line)
-            if m:
-                self.update(int(m.group(1).replace(",", "")))
-        return len(data)
+        return self._lines.write(data)
+
+    def _progress_line(self, line: str) -> None:
+        m = _PROGRESS2.match(line)
+        if m:
+            self.update(int(m.group(1).replace(",", "")))
 
     def update(self, done: int) -> None:
         self.done = min(done, self.total) if self.total else done

@@ -27,7 +27,13 @@ from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
 from .config import Node, Settings
+from .errors import ClusterError
 from .opslog import OpsLog
+from .shell import LineSplitter, tail
+
+# How the head reaches a worker over the fabric: its own keys and known_hosts, host keys verified
+# (no StrictHostKeyChecking=no), never a password prompt.
+FABRIC_SSH = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=10"
 
 
 class Sink(Protocol):
@@ -57,13 +63,11 @@ class Result:
         """One short explanation of a failure, for error messages."""
         if self.error:
             return self.error
-        tail = " | ".join(self.stderr.strip().splitlines()[-3:]) or " | ".join(
-            self.stdout.strip().splitlines()[-3:]
-        )
-        return f"exit {self.exit_code}" + (f": {tail}" if tail else "")
+        last = tail(self.stderr) or tail(self.stdout)
+        return f"exit {self.exit_code}" + (f": {last}" if last else "")
 
 
-class RemoteError(Exception):
+class RemoteError(ClusterError):
     """One or more hosts failed; the message names each with its command and stderr tail."""
 
     def __init__(self, what: str, failed: Mapping[str, Result]):
@@ -79,25 +83,17 @@ def _short(command: str, limit: int = 300) -> str:
     return command if len(command) <= limit else command[: limit - 3] + "..."
 
 
-class _PrefixedStream:
-    """Echoes remote output line by line as `[node] line` while the command runs."""
+def prefixed_lines(node: str, sink: IO[str], also: Callable[[str], None] | None = None) -> LineSplitter:
+    """Echoes remote output line by line as `[node] line` while the command runs (blank lines
+    left out); `also` receives each line too (e.g. for the operations log)."""
 
-    def __init__(self, node: str, sink: IO[str]):
-        self.node, self.sink, self.buf = node, sink, ""
-        self._lock = threading.Lock()
+    def echo(line: str) -> None:
+        if line.strip():
+            sink.write(f"[{node}] {line}\n")
+            if also:
+                also(line)
 
-    def write(self, data: str) -> int:
-        with self._lock:
-            self.buf += data
-            *lines, self.buf = self.buf.replace("\r", "\n").split("\n")
-            for line in lines:
-                if line.strip():
-                    self.sink.write(f"[{self.node}] {line}\n")
-            self.sink.flush()
-        return len(data)
-
-    def flush(self) -> None:
-        self.sink.flush()
+    return LineSplitter(echo, on_flush=sink.flush)
 
 
 class Cluster:
@@ -245,8 +241,8 @@ class Cluster:
             if timeout:
                 kwargs["timeout"] = timeout
             if stream:
-                kwargs["out_stream"] = _PrefixedStream(node.name, self.out)
-                kwargs["err_stream"] = _PrefixedStream(node.name, self.out)
+                kwargs["out_stream"] = prefixed_lines(node.name, self.out)
+                kwargs["err_stream"] = prefixed_lines(node.name, self.out)
             elif sink is not None:
                 kwargs["out_stream"] = sink
             r = conn.run(command, **kwargs)
@@ -315,10 +311,7 @@ class Cluster:
         with the head's own keys and known_hosts (no StrictHostKeyChecking=no)."""
         user = self.settings.ssh.fabric_user
         target = f"{user}@{worker.fabric}" if user else worker.fabric
-        return (
-            "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=10 "
-            f"{shlex.quote(target)} {shlex.quote(command)}"
-        )
+        return f"{FABRIC_SSH} {shlex.quote(target)} {shlex.quote(command)}"
 
     def fabric_rsync_target(self, worker: Node, path: str) -> str:
         """`[user@]fabric-ip:path` for an rsync the head runs toward a worker."""
@@ -399,16 +392,3 @@ class Cluster:
     def __exit__(self, *exc: object) -> None:
         self.close()
 
-
-def q(value: str) -> str:
-    """Shell-quote one value for a remote command line (shlex.quote, short name for f-strings)."""
-    return shlex.quote(str(value))
-
-
-def remote_path(path: str) -> str:
-    """Quote a node path, keeping a leading `~/` expandable by the remote shell."""
-    if path == "~":
-        return '"$HOME"'
-    if path.startswith("~/"):
-        return '"$HOME"/' + shlex.quote(path[2:])
-    return shlex.quote(path)

@@ -8,14 +8,13 @@ from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from dataclasses import dataclass
 from typing import Any
 
 from . import health
 from .config import Settings
-from .remote import Cluster, Result, q, remote_path
+from .remote import Cluster, Result
+from .shell import q, remote_path
 
 STATE_FILE = "~/.gx10-ops/serving.json"  # on the head; written by launch, removed by stop
 
@@ -24,21 +23,9 @@ def api_url(settings: Settings, path: str = "") -> str:
     return f"http://{settings.head.mgmt}:{settings.api_port}{path}"
 
 
-def http_json(url: str, timeout: float = 3.0) -> object | None:
-    """GET a JSON document; None when nothing answers (the usual case when nothing is served)."""
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as resp:  # noqa: S310 - our own head node
-            return json.loads(resp.read().decode())
-    except (OSError, urllib.error.URLError, ValueError):
-        return None
-
-
 def served_by_api(settings: Settings) -> str | None:
     """The configured model whose served name /v1/models lists, if the API answers."""
-    doc = http_json(api_url(settings, "/v1/models"))
-    if not isinstance(doc, dict):
-        return None
-    ids = {str(m.get("id")) for m in doc.get("data", []) if isinstance(m, dict)}
+    ids = health.served_ids(health.get_json(settings.head.mgmt, settings.api_port, "/v1/models"))
     for spec in settings.models.values():
         if spec.served_name in ids or spec.hf_id in ids:
             return spec.name

@@ -22,7 +22,8 @@ from typing import Any
 
 from .config import Node
 from .nvsmi import parse_gpu_row
-from .remote import Cluster, q
+from .remote import Cluster
+from .shell import q
 
 # What a point summary needs; `timestamp` must stay first (it times the row).
 GPU_FIELDS: tuple[str, ...] = (

@@ -10,7 +10,6 @@ are compared with the source.
 from __future__ import annotations
 
 import hashlib
-import os
 import shlex
 import tempfile
 from collections.abc import Iterable
@@ -19,71 +18,30 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ModelSpec, Node
+from .errors import ClusterError
 from .facts import GIB
+from .listing import (
+    Listing,
+    bytes_to_copy,
+    diff_listing,
+    listing_command,
+    local_listing,
+    model_dir,
+    parse_listing,
+    remote_listings,
+    source_dir,
+)
 from .progress import TransferBar
-from .remote import Cluster, RemoteError, Result, q
+from .remote import FABRIC_SSH, Cluster, RemoteError, Result
+from .shell import q
 
 HOPS = ("control-head", "head-workers", "all")
 CHECKSUM_MAX_BYTES = 16 * 1024**2  # index, config and tokenizer files; not the shards
 RSYNC = ["rsync", "-a", "--partial", "--info=progress2", "--no-inc-recursive"]
 
-Listing = dict[str, int]  # relative path -> size in bytes
 
-
-class WeightsError(Exception):
+class WeightsError(ClusterError):
     """Staging cannot go on; the message says which node, what is missing and the fix."""
-
-
-def model_dir(root: str, spec: ModelSpec) -> str:
-    return f"{root.rstrip('/')}/{spec.hf_id}"
-
-
-def source_dir(cluster: Cluster, spec: ModelSpec) -> Path:
-    return cluster.settings.workspace / spec.hf_id
-
-
-def _is_rsync_temp(name: str) -> bool:
-    """rsync writes `.name.XXXXXX` while copying; such a leftover is not part of the model."""
-    base = os.path.basename(name)
-    return base.startswith(".") and len(base.rsplit(".", 1)[-1]) == 6 and base.count(".") >= 2
-
-
-def local_listing(root: Path) -> Listing:
-    out: Listing = {}
-    for dirpath, _dirs, files in os.walk(root):
-        for f in files:
-            p = Path(dirpath) / f
-            rel = p.relative_to(root).as_posix()
-            if not _is_rsync_temp(rel):
-                out[rel] = p.stat().st_size
-    return out
-
-
-def listing_command(path: str) -> str:
-    return f"cd {q(path)} 2>/dev/null || {{ echo NODIR; exit 0; }}; find . -type f -printf '%P\\t%s\\n'"
-
-
-def parse_listing(stdout: str) -> Listing | None:
-    if stdout.strip() == "NODIR":
-        return None
-    out: Listing = {}
-    for line in stdout.splitlines():
-        rel, _, size = line.rpartition("\t")
-        if rel and not _is_rsync_temp(rel):
-            out[rel] = int(size)
-    return out
-
-
-def remote_listings(cluster: Cluster, spec: ModelSpec, nodes: Iterable[Node]) -> dict[str, Listing | None]:
-    path = model_dir(cluster.settings.model_root, spec)
-    results = cluster.check("listing model files", cluster.run_all(listing_command(path), list(nodes), timeout=300))
-    return {name: parse_listing(r.stdout) for name, r in results.items()}
-
-
-def bytes_to_copy(source: Listing, target: Listing | None) -> int:
-    """What rsync still has to write: files absent or of another size (counted whole)."""
-    target = target or {}
-    return sum(size for rel, size in source.items() if target.get(rel) != size)
 
 
 @dataclass
@@ -164,8 +122,7 @@ def _hop1(cluster: Cluster, spec: ModelSpec, need: int) -> None:
 
 def _hop2_command(cluster: Cluster, worker: Node, path: str, files: list[str] | None = None) -> str:
     """The line the head runs for one worker: make the folder, then rsync over the fabric."""
-    ssh = "ssh -o BatchMode=yes -o StrictHostKeyChecking=yes -o ConnectTimeout=10"
-    rsync = [*RSYNC, "-e", ssh]
+    rsync = [*RSYNC, "-e", FABRIC_SSH]
     feed = ""
     if files is not None:
         rsync += ["--ignore-times", "--files-from=-"]
@@ -212,13 +169,6 @@ def _sha256(path: Path) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return h.hexdigest()
-
-
-def diff_listing(source: Listing, target: Listing | None) -> list[str]:
-    """Files that differ: missing, or another size. Extra files on the target are not errors."""
-    if target is None:
-        return sorted(source)
-    return sorted(rel for rel, size in source.items() if target.get(rel) != size)
 
 
 def verify(cluster: Cluster, spec: ModelSpec, source: Listing, sums: dict[str, str],

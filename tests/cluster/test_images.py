@@ -16,8 +16,9 @@ from pathlib import Path
 import pytest
 
 from cluster.config import defaults
-from cluster.imageprune import parse_age, parse_created
-from cluster.images import at_least, same_build, wheel_problems
+from cluster.images.build import wheel_problems
+from cluster.images.prune import parse_age, parse_created
+from cluster.images.verify import at_least, same_build
 from testbeds.clustertool import PROJECT, inv, tool_config
 from testbeds.launcher import IMAGES_DIR
 from testbeds.simcluster import SimCluster

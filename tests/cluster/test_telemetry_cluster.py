@@ -13,7 +13,8 @@ import pytest
 
 from bench.telemetry import summarize_point
 from cluster import config
-from cluster.remote import Cluster, q
+from cluster.remote import Cluster
+from cluster.shell import q
 from cluster.telemetry import TelemetryOptions, TelemetryRecorder, read_once
 from testbeds.clustertool import tool_config
 

@@ -15,11 +15,13 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta, timezone
 
-from .config import Node
-from .facts import normalize_id
-from .images import ImagesError, protected_tags, short
-from .progress import human
-from .remote import Cluster, q
+from ..config import Node
+from ..facts import normalize_id, normalize_image
+from ..progress import human
+from ..remote import Cluster
+from ..shell import q
+from .errors import ImagesError
+from .select import protected_tags, short
 
 _CREATED = re.compile(r"(\d{4}-\d\d-\d\d)[ T](\d\d:\d\d:\d\d)(?:\.\d+)?\s*(Z|[+-]\d\d:?\d\d)?")
 _AGE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*([smhdw]?)\s*$")
@@ -44,12 +46,6 @@ def parse_created(text: str) -> float | None:
     offset = timedelta(0) if zone == "Z" else timedelta(
         hours=int(zone[1:3]), minutes=int(zone[-2:])) * (1 if zone[0] == "+" else -1)
     return stamp.replace(tzinfo=timezone(offset)).timestamp()
-
-
-def normalize_tag(tag: str) -> str:
-    """podman names local images `localhost/NAME:TAG`; docker says `NAME:TAG`."""
-    tag = tag.removeprefix("localhost/").removeprefix("docker.io/library/")
-    return tag if ":" in tag.rsplit("/", 1)[-1] else f"{tag}:latest"
 
 
 @dataclass
@@ -89,7 +85,7 @@ def parse_probe(stdout: str) -> NodeImages:
         if kind == "now" and rest.strip().isdigit():
             out.now = float(rest)
         elif kind == "image" and len(cols) >= 3:
-            tags = [normalize_tag(t) for t in (cols[3].split(",") if len(cols) > 3 else []) if t and "<none>" not in t]
+            tags = [normalize_image(t) for t in (cols[3].split(",") if len(cols) > 3 else []) if t and "<none>" not in t]
             out.images.append(Image(normalize_id(cols[0]), parse_created(cols[1]),
                                     int(cols[2]) if cols[2].isdigit() else 0, tags))
         elif kind == "container" and len(cols) >= 3:

@@ -1,0 +1,80 @@
+"""`inv launch`: refuse before anything changes, stop what serves (single tenancy), write the
+launch record, then start the model through the launcher (eugr/spark-vllm-docker) and hand over
+to the watcher. docs/ tells the long story of the launcher's generations."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+from .. import serving
+from ..checks import failed
+from ..config import ModelSpec, Settings
+from ..containers import remove, survey
+from ..facts import gather
+from ..remote import Cluster
+from ..shell import q, remote_path, utc_stamp
+from .current import identify, require_survey
+from .errors import LaunchRefused
+from .preflight import image_checks, wait_ports_free, weights_checks
+from .watch import Outcome, Watch
+
+
+def default_timeout_min(spec: ModelSpec) -> float:
+    return round(spec.load_minutes[1] * 1.5, 1)
+
+
+def launcher_command(settings: Settings, spec: ModelSpec) -> str:
+    """The model's relaunch wrapper when configured (the seed's one-shot, with the site's own
+    flags), else `run-recipe.sh RECIPE -d` with the config's nodes, names and ports. stdin is
+    /dev/null: `run-recipe.sh` asks `Build now? [y/N]` when an image is missing."""
+    repo = remote_path(settings.launcher_repo)
+    if spec.relaunch:
+        rel = spec.relaunch
+        run = remote_path(rel) if rel.startswith(("/", "~")) else f"./{q(rel)}"
+    else:
+        assert spec.recipe is not None  # the config requires recipe or relaunch
+        nodes = ",".join(n.fabric for n in settings.nodes)
+        run = (f"./run-recipe.sh {q(spec.recipe)} -d -n {q(nodes)} --name {q(settings.container_name)} "
+               f"--master-port {spec.master_port} --port {settings.api_port}")
+    return f"cd {repo} && {run} < /dev/null"
+
+
+def launch(cluster: Cluster, spec: ModelSpec, *, timeout_s: float, wait: bool = True) -> Outcome:
+    """Refuse, stop what serves, record, start through the launcher, and (with `wait`) watch."""
+    s, head = cluster.settings, cluster.head
+    facts = gather(cluster)
+    down = {n: f.error for n, f in facts.items() if not f.reachable}
+    if down:
+        raise LaunchRefused("cannot launch, node(s) unreachable:\n" + "\n".join(f"  {n}: {e}" for n, e in down.items()))
+    refused = failed(image_checks(s, spec, facts) + weights_checks(cluster, spec, cluster.nodes))
+    if refused:
+        lines = [f"cannot launch {spec.name}; nothing was changed:"]
+        for f in refused:
+            lines.append(f"  {f.node}: {f.detail}\n    fix: {f.fix}")
+        raise LaunchRefused("\n".join(lines))
+    sv = survey(cluster)
+    require_survey(sv, "listing containers")
+    if sv.all:
+        cur = identify(cluster, sv)
+        cluster.say(f"single tenancy: stopping {cur.describe()}")
+        remove(cluster, cur.containers)
+    ports = {s.api_port: "API port", spec.master_port: "master port"}
+    if not cluster.dry_run:
+        wait_ports_free(cluster, ports)
+    image = s.image(spec.image)
+    record: dict[str, Any] = {
+        "model": spec.name, "hf_id": spec.hf_id, "served_name": spec.served_name, "image": image.tag,
+        "image_id": facts[head.name].image_id(image.tag), "master_port": spec.master_port,
+        "container": s.container_name, "started_at": utc_stamp(),
+        "started_epoch": time.time(),
+    }
+    serving.write_record(cluster, record)
+    command = launcher_command(s, spec)
+    if cluster.dry_run:
+        cluster.run(head, command, mutating=True)
+        cluster.say(f"[dry-run] then wait for http://{head.mgmt}:{s.api_port}/health = 200 "
+                    f"(up to {timeout_s / 60:g} min), watching every node's {s.container_name}")
+        return Outcome(spec.name, waited=False)
+    cluster.ops_log.event(f"launch {spec.name}: {command}")
+    return Watch(cluster, spec, command, timeout_s, record).run(wait)
