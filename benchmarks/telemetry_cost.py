@@ -19,10 +19,9 @@ import sys
 import time
 from pathlib import Path
 
-ROOT = Path(__file__).resolve().parent.parent
-sys.path.insert(0, str(ROOT))
+from cluster.telemetry import TelemetryOptions, sampler_command, stop_command
 
-from cluster.telemetry import TelemetryOptions, sampler_command, stop_command  # noqa: E402
+ROOT = Path(__file__).resolve().parent.parent
 
 TARGET_PCT = 2.0  # of one core, per node
 TICK = os.sysconf("SC_CLK_TCK")
