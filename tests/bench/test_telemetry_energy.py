@@ -17,14 +17,7 @@ from bench.telemetry import (
     write_telemetry_csv,
 )
 from cluster.nvsmi import parse_gpu_row
-
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "telemetry"
-RECORDED_FIELDS = (
-    "timestamp", "index", "name", "power.draw", "power.limit", "enforced.power.limit", "clocks.sm",
-    "clocks.max.sm", "clocks.mem", "temperature.gpu", "utilization.gpu", "memory.used",
-    "memory.total", "clocks_event_reasons.active", "clocks_event_reasons.sw_power_cap",
-    "clocks_event_reasons.hw_slowdown", "clocks_event_reasons.sw_thermal_slowdown", "pstate",
-)
+from testbeds.telemetrydata import FIXTURES, RECORDED_FIELDS
 
 
 def recorded() -> list[dict]:

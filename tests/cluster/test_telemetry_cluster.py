@@ -17,6 +17,7 @@ from cluster.remote import Cluster
 from cluster.shell import q
 from cluster.telemetry import TelemetryOptions, TelemetryRecorder, read_once
 from testbeds.clustertool import tool_config
+from testbeds.telemetrydata import group_members
 
 pytestmark = pytest.mark.cluster
 STANDIN = Path(__file__).resolve().parents[2] / "testbeds" / "standins" / "nvidia-smi"
@@ -35,18 +36,6 @@ def put(sim: Any, node: str, path: str, text: str) -> None:
 def scenario(sim: Any, node: str, **data: Any) -> None:
     put(sim, node, "/root/.nvidia-smi-standin.json", json.dumps(data))
 
-
-def live_members(pgid: int) -> list[str]:
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        state, _ppid, group = text.rsplit(")", 1)[1].split()[:3]
-        if int(group) == pgid and state != "Z":
-            found.append(text[:80])
-    return found
 
 
 @pytest.fixture
@@ -87,7 +76,7 @@ def test_recorder_samples_every_node_survives_a_death_and_stops_clean(nodes: Any
     assert outcome == {n: "gone" for n in settings.node_names}
     assert took < 3.0, took
     for e in hellos.values():
-        assert live_members(e["pgid"]) == [], e["node"]
+        assert group_members(e["pgid"]) == [], e["node"]
 
     data = rec.data()
     assert [m["label"] for m in data["marks"]] == ["point 1 start", "point 1 end", "point 2 start", "point 2 end"]
@@ -128,9 +117,9 @@ def test_a_node_whose_ssh_dies_is_recorded_and_leaves_nothing(nodes: Any, tmp_pa
     assert [e["node"] for e in lost] == ["w3"]
     assert outcome["head"] == "gone" and outcome["w3"] != "gone"
     deadline = time.monotonic() + 5  # orphaned by the dead session, they die at their next write
-    while live_members(pgid) and time.monotonic() < deadline:
+    while group_members(pgid) and time.monotonic() < deadline:
         time.sleep(0.2)
-    assert live_members(pgid) == []
+    assert group_members(pgid) == []
 
 
 def test_read_once_gives_every_node_one_reading_and_names_an_unreachable_one(nodes: Any, tmp_path: Path) -> None:

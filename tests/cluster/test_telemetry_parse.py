@@ -16,16 +16,9 @@ import pytest
 from bench.telemetry import summarize_point
 from cluster.nvsmi import parse_gpu_row, parse_row_time
 from cluster.telemetry import SamplerParser, TelemetryOptions, sampler_command, stop_command
+from testbeds.telemetrydata import FIXTURES, RECORDED_FIELDS, group_members
 
-FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "telemetry"
 STANDIN = Path(__file__).resolve().parents[2] / "testbeds" / "standins" / "nvidia-smi"
-# The recorded command's --query-gpu list (tests/fixtures/telemetry/README).
-RECORDED_FIELDS = (
-    "timestamp", "index", "name", "power.draw", "power.limit", "enforced.power.limit", "clocks.sm",
-    "clocks.max.sm", "clocks.mem", "temperature.gpu", "utilization.gpu", "memory.used",
-    "memory.total", "clocks_event_reasons.active", "clocks_event_reasons.sw_power_cap",
-    "clocks_event_reasons.hw_slowdown", "clocks_event_reasons.sw_thermal_slowdown", "pstate",
-)
 
 
 def recorded_rows() -> list[str]:
@@ -151,19 +144,6 @@ def test_standin_refuses_an_unknown_field_like_nvidia_smi() -> None:
 
 
 # -- the real sampler command, run locally ---------------------------------------------------
-
-def group_members(pgid: int) -> list[str]:
-    """Live (non-zombie) processes of a process group, from /proc."""
-    found = []
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            text = stat.read_text()
-        except OSError:
-            continue
-        state, _ppid, group = text.rsplit(")", 1)[1].split()[:3]
-        if int(group) == pgid and state != "Z":
-            found.append(text[:80])
-    return found
 
 
 def run_sampler(tmp_path: Path, scenario: dict, seconds: float) -> tuple[list[dict], int, str]:
