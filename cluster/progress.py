@@ -37,7 +37,7 @@ class TransferBar:
             position=position, leave=True, file=sys.stderr, dynamic_ncols=True, mininterval=0.5,
             disable=not self.tty,
         )
-        self.done = 0
+        self.done = self.base = 0  # base: bytes of earlier rsync runs fed to this bar
         self._lines = LineSplitter(self._progress_line)
         self.start = self.last_plain = time.monotonic()
 
@@ -49,7 +49,15 @@ class TransferBar:
         if m:
             self.update(int(m.group(1).replace(",", "")))
 
+    def next_run(self) -> None:
+        """A new rsync feeds this bar: its counter starts at 0, ours goes on from here."""
+        self.base = self.done
+
+    def rate(self) -> float:
+        return self.done / max(time.monotonic() - self.start, 1e-6)
+
     def update(self, done: int) -> None:
+        done = max(self.done, self.base + done)  # never backwards (a failed run's last line)
         self.done = min(done, self.total) if self.total else done
         with self._lock:
             if self.tty:
@@ -60,8 +68,7 @@ class TransferBar:
                 sys.stderr.write(self.plain_line() + "\n")
 
     def plain_line(self) -> str:
-        elapsed = max(time.monotonic() - self.start, 1e-6)
-        rate = self.done / elapsed
+        rate = self.rate()
         left = (self.total - self.done) / rate if rate > 0 else float("inf")
         eta = f"{left:.0f} s left" if left != float("inf") else "time left unknown"
         return f"{self.label}: {human(self.done)} of {human(self.total)}, {human(rate)}/s, {eta}"

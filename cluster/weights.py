@@ -10,34 +10,34 @@ are compared with the source.
 from __future__ import annotations
 
 import hashlib
-import shlex
 import tempfile
 from collections.abc import Iterable
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from .config import ModelSpec, Node
 from .errors import ClusterError
 from .facts import GIB
+from .hops import REPAIR, Overlap, hop1_argv, hop2_command
 from .listing import (
     Listing,
     bytes_to_copy,
+    dangling_links,
     diff_listing,
     listing_command,
     local_listing,
+    local_stamps,
     model_dir,
     parse_listing,
+    reachable_listings,
     remote_listings,
     source_dir,
 )
-from .progress import TransferBar
-from .remote import FABRIC_SSH, Cluster, RemoteError, Result
+from .remote import Cluster, RemoteError
 from .shell import q
 
 HOPS = ("control-head", "head-workers", "all")
 CHECKSUM_MAX_BYTES = 16 * 1024**2  # index, config and tokenizer files; not the shards
-RSYNC = ["rsync", "-a", "--partial", "--info=progress2", "--no-inc-recursive"]
 
 
 class WeightsError(ClusterError):
@@ -105,57 +105,6 @@ def check_room(cluster: Cluster, spec: ModelSpec, reports: dict[str, DiskReport]
     raise WeightsError("\n".join(lines))
 
 
-# -- the two hops ---------------------------------------------------------------------------
-def _hop1(cluster: Cluster, spec: ModelSpec, need: int) -> None:
-    s, head = cluster.settings, cluster.head
-    src, dst = source_dir(cluster, spec), model_dir(s.model_root, spec)
-    cluster.say(f"hop 1: control -> {head.name} over management, {need / GIB:.2f} GiB to copy")
-    cluster.check("creating the model folder", {head.name: cluster.run(head, f"mkdir -p {q(dst)}", mutating=True)})
-    ssh = shlex.join(["ssh", *cluster.ssh_options()])
-    argv = [*RSYNC, "-e", ssh, f"{src}/", f"{head.mgmt}:{dst}/"]
-    bar = None if cluster.dry_run else TransferBar(f"{head.name} (mgmt)", need)
-    r = cluster.run_local(argv, label=f"control->{head.name}", mutating=True, sink=bar)
-    if bar:
-        bar.close(r.ok)
-    cluster.check(f"rsync control -> {head.name}", {head.name: r})
-
-
-def _hop2_command(cluster: Cluster, worker: Node, path: str, files: list[str] | None = None) -> str:
-    """The line the head runs for one worker: make the folder, then rsync over the fabric."""
-    rsync = [*RSYNC, "-e", FABRIC_SSH]
-    feed = ""
-    if files is not None:
-        rsync += ["--ignore-times", "--files-from=-"]
-        feed = "printf '%s\\n' " + " ".join(q(f) for f in files) + " | "
-    target = cluster.fabric_rsync_target(worker, f"{path}/")
-    return (
-        f"{cluster.fabric_ssh(worker, f'mkdir -p {q(path)}')} && "
-        f"{feed}{shlex.join(rsync)} {q(path + '/')} {q(target)}"
-    )
-
-
-def _hop2(cluster: Cluster, spec: ModelSpec, needs: dict[str, int], repair: dict[str, list[str]] | None = None) -> None:
-    """Head -> every worker that needs bytes, in parallel; a failing worker does not stop the others."""
-    head, path = cluster.head, model_dir(cluster.settings.model_root, spec)
-    targets = [w for w in cluster.workers if needs.get(w.name, 0) > 0 or (repair and w.name in repair)]
-    if not targets:
-        cluster.say("hop 2: every worker is up to date")
-        return
-    cluster.say(f"hop 2: {head.name} -> {', '.join(w.name for w in targets)} over the fabric, in parallel")
-
-    def one(i: int, w: Node) -> Result:
-        cmd = _hop2_command(cluster, w, path, repair.get(w.name) if repair else None)
-        bar = None if cluster.dry_run else TransferBar(f"{w.name} (fabric)", needs.get(w.name, 0), position=i)
-        r = cluster.run(head, cmd, mutating=True, sink=bar)
-        if bar:
-            bar.close(r.ok)
-        return Result(w.name, r.command, r.exit_code, r.stdout, r.stderr, r.seconds, r.error, r.dry_run)
-
-    with ThreadPoolExecutor(max_workers=len(targets)) as pool:
-        results = dict(zip([w.name for w in targets], pool.map(one, range(len(targets)), targets), strict=True))
-    cluster.check(f"rsync {head.name} -> workers over the fabric", results)
-
-
 # -- verification ---------------------------------------------------------------------------
 def checksum_command(path: str, files: list[str]) -> str:
     if not files:
@@ -201,6 +150,8 @@ class StagePlan:
     sums: dict[str, str]
     needs: dict[str, int]
     source_node: str  # "control" or the head's name
+    down: dict[str, str] = field(default_factory=dict)  # target that could not be listed -> why
+    stamps: dict[str, tuple[int, int]] = field(default_factory=dict)  # control copy: size, mtime
 
 
 def plan(cluster: Cluster, spec: ModelSpec, hop: str) -> StagePlan:
@@ -208,6 +159,7 @@ def plan(cluster: Cluster, spec: ModelSpec, hop: str) -> StagePlan:
     if hop not in HOPS:
         raise WeightsError(f"unknown hop {hop!r}: use one of {', '.join(HOPS)}")
     head = cluster.head
+    stamps: dict[str, tuple[int, int]] = {}
     if hop in ("control-head", "all"):
         src = source_dir(cluster, spec)
         if not src.is_dir():
@@ -215,7 +167,13 @@ def plan(cluster: Cluster, spec: ModelSpec, hop: str) -> StagePlan:
                 f"no copy of {spec.hf_id} on the control node at {src}: download it there first "
                 "(or set control.workspace), or stage from the head with --hop head-workers"
             )
-        source = local_listing(src)
+        broken = dangling_links(src)
+        if broken:
+            shown = ", ".join(broken[:5]) + (f" and {len(broken) - 5} more" if len(broken) > 5 else "")
+            raise WeightsError(f"the control's copy of {spec.hf_id} at {src} has {len(broken)} dangling "
+                               f"symlink(s): {shown}; the download is incomplete: download it again")
+        stamps = local_stamps(src)
+        source = {rel: size for rel, (size, _) in stamps.items()}
         sums = {rel: _sha256(src / rel) for rel, size in source.items() if size <= CHECKSUM_MAX_BYTES}
         source_node = "control"
     else:
@@ -236,28 +194,44 @@ def plan(cluster: Cluster, spec: ModelSpec, hop: str) -> StagePlan:
         source_node = head.name
     if not source:
         raise WeightsError(f"the source copy of {spec.hf_id} ({source_node}) holds no files")
-    listings = remote_listings(cluster, spec, hop_targets(cluster, hop))
+    listings, down = reachable_listings(cluster, spec, hop_targets(cluster, hop))
+    if head.name in down and hop != "head-workers":
+        raise WeightsError(f"{head.name} cannot be reached ({down[head.name]}): every copy goes through it; "
+                           "nothing was copied")
     needs = {name: bytes_to_copy(source, lst) for name, lst in listings.items()}
-    return StagePlan(source, sums, needs, source_node)
+    return StagePlan(source, sums, needs, source_node, down, stamps)
 
 
-def stage(cluster: Cluster, spec: ModelSpec, hop: str = "all") -> dict[str, list[str]]:
-    """Copy, verify, and repair once what verification finds; return what still differs (empty)."""
+def stage(cluster: Cluster, spec: ModelSpec, hop: str = "all", overlap: bool = True) -> dict[str, list[str]]:
+    """Copy, verify, and repair once what verification finds; return what still differs (empty).
+    A worker that is down or fails is named at the end, after the others finished and verified."""
     p = plan(cluster, spec, hop)
     total = sum(p.source.values())
     cluster.say(f"{spec.name}: {len(p.source)} files, {total / GIB:.2f} GiB at the source ({p.source_node})")
+    if p.down:
+        cluster.say("not reachable, staging the others: " + "; ".join(f"{n}: {w}" for n, w in p.down.items()))
     check_room(cluster, spec, disk_reports(cluster, spec, p.needs))
     head = cluster.head
-    if hop in ("control-head", "all"):
-        if p.needs.get(head.name, 0) > 0:
-            _hop1(cluster, spec, p.needs[head.name])
-        else:
-            cluster.say(f"hop 1: {head.name} is up to date")
-    if hop in ("head-workers", "all"):
-        _hop2(cluster, spec, p.needs)
+    do1 = hop in ("control-head", "all") and p.needs.get(head.name, 0) > 0
+    if hop in ("control-head", "all") and not do1:
+        cluster.say(f"hop 1: {head.name} is up to date")
+    workers = [w for w in cluster.workers if p.needs.get(w.name, 0) > 0] if hop != "control-head" else []
+    if hop != "control-head":
+        if workers:
+            how = "as each file lands on the head" if overlap and do1 else "after hop 1"
+            cluster.say(f"hop 2: {head.name} -> {', '.join(w.name for w in workers)} over the fabric, {how}")
+        elif not p.down or set(p.down) != {w.name for w in cluster.workers}:
+            cluster.say("hop 2: every worker is up to date")
+    if do1:
+        cluster.say(f"hop 1: control -> {head.name} over management, {p.needs[head.name] / GIB:.2f} GiB to copy")
+    r1, r2 = Overlap(cluster, spec, p.stamps, p.needs, workers, forward=overlap).run(do1)
+    if r1 is not None:
+        cluster.check(f"rsync control -> {head.name}", {head.name: r1})
+    failed = {n: r.why() for n, r in r2.items() if not r.ok}
+    failed.update(p.down)
     if cluster.dry_run:
         return {}
-    targets = hop_targets(cluster, hop)
+    targets = [n for n in hop_targets(cluster, hop) if n.name not in failed]
     bad = verify(cluster, spec, p.source, p.sums, targets)
     if bad:
         cluster.say("verify found differences; copying those files again: "
@@ -266,27 +240,31 @@ def stage(cluster: Cluster, spec: ModelSpec, hop: str = "all") -> dict[str, list
         bad = verify(cluster, spec, p.source, p.sums, targets)
     if bad:
         raise WeightsError(describe_bad(spec, bad))
-    cluster.say(f"{spec.name}: verified on {', '.join(n.name for n in targets)} "
-                f"({len(p.source)} files, {len(p.sums)} checksummed)")
+    ok = ", ".join(n.name for n in targets)
+    if failed:
+        lines = [f"{spec.name}: staging failed on {', '.join(sorted(failed))}; "
+                 f"finished and verified on {ok or 'no node'}:"]
+        lines += [f"  {n}: {why}" for n, why in sorted(failed.items())]
+        lines.append(f"bring {'it' if len(failed) == 1 else 'them'} back and run `inv stage --model {spec.name}` "
+                     "again: it copies only what is missing")
+        raise WeightsError("\n".join(lines))
+    cluster.say(f"{spec.name}: verified on {ok} ({len(p.source)} files, {len(p.sums)} checksummed)")
     return bad
 
 
 def _repair(cluster: Cluster, spec: ModelSpec, bad: dict[str, list[str]]) -> None:
     head = cluster.head
     if head.name in bad:
-        src = source_dir(cluster, spec)
-        dst = model_dir(cluster.settings.model_root, spec)
-        ssh = shlex.join(["ssh", *cluster.ssh_options()])
         with tempfile.NamedTemporaryFile("w", suffix=".files") as listing:
             listing.write("\n".join(bad[head.name]) + "\n")
             listing.flush()
-            argv = [*RSYNC, "--ignore-times", f"--files-from={listing.name}", "-e", ssh,
-                    f"{src}/", f"{head.mgmt}:{dst}/"]
-            r = cluster.run_local(argv, label=f"control->{head.name}", mutating=True)
+            r = cluster.run_local(hop1_argv(cluster, spec, REPAIR, listing.name), label=f"control->{head.name}",
+                                  mutating=True)
         cluster.check(f"re-copying to {head.name}", {head.name: r})
-    workers = {n: f for n, f in bad.items() if n != head.name}
-    if workers:
-        _hop2(cluster, spec, {}, repair=workers)
+    workers = [w for w in cluster.workers if w.name in bad]
+    path = model_dir(cluster.settings.model_root, spec)
+    results = cluster.run_all(lambda w: hop2_command(cluster, w, path, bad[w.name], REPAIR), workers, mutating=True)
+    cluster.check(f"re-copying from {head.name} over the fabric", results)
 
 
 def describe_bad(spec: ModelSpec, bad: dict[str, list[str]]) -> str:
