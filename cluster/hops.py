@@ -93,7 +93,7 @@ class Overlap:
         self.path = model_dir(cluster.settings.model_root, spec)
         self.need_head = needs.get(cluster.head.name, 0)
         quiet = cluster.dry_run
-        self.bar1 = None if quiet else TransferBar(f"{cluster.head.name} (hop 1, mgmt)", self.need_head)
+        self.bar1 = None if quiet or not self.need_head else TransferBar(f"{cluster.head.name} (hop 1, mgmt)", self.need_head)
         self.workers = {w.name: WorkerState(w, None if quiet else TransferBar(f"{w.name} (hop 2, fabric)",
                                                                             needs.get(w.name, 0), position=i + 1))
                         for i, w in enumerate(workers)}

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import hashlib
 import tempfile
+from concurrent.futures import ThreadPoolExecutor
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -263,7 +264,10 @@ def _repair(cluster: Cluster, spec: ModelSpec, bad: dict[str, list[str]]) -> Non
         cluster.check(f"re-copying to {head.name}", {head.name: r})
     workers = [w for w in cluster.workers if w.name in bad]
     path = model_dir(cluster.settings.model_root, spec)
-    results = cluster.run_all(lambda w: hop2_command(cluster, w, path, bad[w.name], REPAIR), workers, mutating=True)
+    with ThreadPoolExecutor(max_workers=max(len(workers), 1)) as pool:  # all run on the head
+        futures = {w.name: pool.submit(cluster.run, head, hop2_command(cluster, w, path, bad[w.name], REPAIR),
+                                       mutating=True) for w in workers}
+        results = {name: f.result() for name, f in futures.items()}
     cluster.check(f"re-copying from {head.name} over the fabric", results)
 
 
