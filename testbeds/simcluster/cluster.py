@@ -359,6 +359,23 @@ class SimCluster:
         run(["tc", "filter", "add", "dev", bridge, "parent", "ffff:", "protocol", "all", "u32",
               "match", "u32", "0", "0", "action", "mirred", "egress", "redirect", "dev", ifb])
 
+    def shape_fabric(self, rate: str | None) -> None:
+        """Limit each worker's fabric port (traffic toward it: its host-side veth's egress), so
+        the head -> workers hop takes a realistic share of the job. `rate=None` removes it."""
+        for n in self.node_names:
+            if n == "head":
+                continue
+            vf = self.layout.veths(n)[1]
+            run(["tc", "qdisc", "del", "dev", vf, "root"], check=False)
+            if rate is not None:
+                run(["tc", "qdisc", "add", "dev", vf, "root", "tbf", "rate", rate, "burst", "1mb",
+                     "latency", "50ms"])
+
+    def link_bytes(self, node: str, net: str = "mgmt") -> int:
+        """Bytes sent toward `node` over its mgmt (or fabric) port so far: what crossed the link."""
+        vm, vf = self.layout.veths(node)
+        return int(Path(f"/sys/class/net/{vm if net == 'mgmt' else vf}/statistics/tx_bytes").read_text())
+
     def status(self) -> str:
         """One line per node: addresses and whether its namespaces and sshd are alive."""
         lines = [f"instance {self.instance}: state {self.state_dir}, ssh -F {self.ssh_config}"]

@@ -32,6 +32,12 @@ def listing(sim: Any, node: str) -> str:
     return sim.node_run(node, f"cd {REMOTE} && find . -type f -printf '%P %s\\n' | sort", check=True).stdout
 
 
+def stamps(sim: Any) -> dict[str, str]:
+    """Per node: every file's inode, mtime and ctime. A rerun that copies nothing leaves all equal."""
+    return {n: sim.node_run(n, f"cd {REMOTE} 2>/dev/null && find . -type f -printf '%P %i %T@ %C@\\n' | sort"
+                            ).stdout for n in sim.node_names}
+
+
 def test_stage_both_hops_then_rerun_copies_nothing(clean_models: Any, tmp_path: Path) -> None:
     cfg = tool_config(clean_models, tmp_path)
     src = make_model(tmp_path / "workspace", HF_ID)
@@ -45,10 +51,11 @@ def test_stage_both_hops_then_rerun_copies_nothing(clean_models: Any, tmp_path: 
     # hop 2 went over the fabric from the head, not from the control
     log = (tmp_path / "results" / "operations.log").read_text()
     assert clean_models.nodes["w3"].fabric in log
+    before = stamps(clean_models)
+    assert all(before.values())
     rerun = inv(cfg, "stage", "--model", "nemotron")
     assert rerun.returncode == 0, rerun.stderr
-    assert "hop 1: head is up to date" in rerun.stdout
-    assert "hop 2: every worker is up to date" in rerun.stdout
+    assert stamps(clean_models) == before  # no file rewritten, renamed or touched on any node
 
 
 def test_disk_too_small_fails_before_copying(clean_models: Any, tmp_path: Path) -> None:
@@ -85,28 +92,88 @@ def test_corrupted_file_found_by_verify_and_fixed_by_rerun(clean_models: Any, tm
 
 def test_interrupted_hop_resumes(clean_models: Any, tmp_path: Path) -> None:
     cfg = tool_config(clean_models, tmp_path)
-    make_model(tmp_path / "workspace", HF_ID, big=(60_000_000,))
+    shard = 60_000_000
+    make_model(tmp_path / "workspace", HF_ID, big=(shard,))
     clean_models.shape_uplink("80mbit")  # ~6 s for the shard: time to interrupt it
     try:
         proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(PROJECT), "-f", str(cfg), "stage",
                                  "--model", "nemotron", "--hop", "control-head"],
                                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        big = f"{REMOTE}/model-00000.safetensors"
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            r = clean_models.node_run("head", f"find {REMOTE} -type f -size +1M 2>/dev/null | head -1")
+            r = clean_models.node_run("head", f"find {big} -size +8M 2>/dev/null")
             if r.stdout.strip():
                 break
             time.sleep(0.2)
-        time.sleep(1)
         os.killpg(proc.pid, signal.SIGINT)
         proc.communicate(timeout=30)
-        partial = clean_models.node_run("head", f"du -sb {REMOTE} | cut -f1").stdout.strip()
-        assert 0 < int(partial or 0) < 60_000_000, "interrupt came too late to test resuming"
+        # the partial shard itself survived the interrupt (not only the small files)
+        got = clean_models.node_run("head", f"stat -c %s {big}", check=True).stdout.strip()
+        partial = int(got)
+        assert 8_000_000 < partial < shard, f"partial shard is {partial} B: interrupt came too late"
+        # the rerun, link still shaped, sends only the missing part over the control's uplink
+        sent0 = clean_models.link_bytes("head")
+        r = inv(cfg, "stage", "--model", "nemotron")
+        sent = clean_models.link_bytes("head") - sent0
     finally:
         clean_models.shape_uplink(None)
-    r = inv(cfg, "stage", "--model", "nemotron")
     assert r.returncode == 0, r.stderr
     assert "verified on head, w1, w2, w3" in r.stdout
+    missing = shard - partial
+    assert sent < missing + 4_000_000, f"rerun sent {sent} B for {missing} B missing: the shard was copied again"
+
+
+def test_symlinked_copy_is_followed_and_dangling_link_is_missing(clean_models: Any, tmp_path: Path) -> None:
+    """A Hugging Face cache: snapshots/REV/* are links into blobs/. Nodes get real files."""
+    cfg = tool_config(clean_models, tmp_path)
+    real = make_model(tmp_path / "blobs", "real")
+    snap = tmp_path / "workspace" / HF_ID
+    snap.mkdir(parents=True)
+    for f in real.rglob("*"):
+        if f.is_file():
+            link = snap / f.relative_to(real)
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(f)
+    r = inv(cfg, "stage", "--model", "nemotron")
+    assert r.returncode == 0, r.stderr
+    expected = subprocess.run(f"cd {real} && find . -type f -printf '%P %s\\n' | sort", shell=True,
+                              capture_output=True, text=True, check=True).stdout
+    for node in clean_models.node_names:
+        assert listing(clean_models, node) == expected
+        assert clean_models.node_run(node, f"find {REMOTE} -type l").stdout == ""
+    # a dangling link on a node is a missing file for verify
+    clean_models.node_run("w2", f"cd {REMOTE} && rm config-1.json && ln -s /nowhere config-1.json", check=True)
+    v = inv(cfg, "verify-weights", "--model", "nemotron")
+    assert v.returncode == 1 and "w2: config-1.json" in v.stderr
+    # a dangling link at the source: refused before anything moves, naming it
+    (real / "config-2.json").unlink()
+    before = stamps(clean_models)
+    bad = inv(cfg, "stage", "--model", "nemotron")
+    assert bad.returncode == 1 and "dangling" in bad.stderr and "config-2.json" in bad.stderr
+    assert stamps(clean_models) == before
+
+
+def test_worker_down_at_start_stages_the_others_then_names_it(clean_models: Any, tmp_path: Path) -> None:
+    cfg = tool_config(clean_models, tmp_path)
+    src = make_model(tmp_path / "workspace", HF_ID)
+    expected = subprocess.run(f"cd {src} && find . -type f -printf '%P %s\\n' | sort", shell=True,
+                              capture_output=True, text=True, check=True).stdout
+    clean_models.stop_sshd("w2")
+    try:
+        r = inv(cfg, "stage", "--model", "nemotron")
+    finally:
+        clean_models.start_sshd("w2")
+    assert r.returncode == 1
+    assert "staging failed on w2" in r.stderr and "finished and verified on head, w1, w3" in r.stderr
+    for node in ("head", "w1", "w3"):
+        assert listing(clean_models, node) == expected
+    assert clean_models.node_run("w2", f"test -e {REMOTE}").returncode != 0
+    others = {n: v for n, v in stamps(clean_models).items() if n != "w2"}
+    again = inv(cfg, "stage", "--model", "nemotron")
+    assert again.returncode == 0, again.stderr
+    assert listing(clean_models, "w2") == expected
+    assert {n: v for n, v in stamps(clean_models).items() if n != "w2"} == others  # only w2 was copied to
 
 
 def test_clear_weights_dry_run_then_real_and_refuses_served(clean_models: Any, tmp_path: Path) -> None:
