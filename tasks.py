@@ -14,7 +14,7 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from bench.errors import BenchError
-from cluster import checks, containers, serving, weights
+from cluster import checks, configfiles, containers, serving, weights
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
 from cluster.config import Settings, defaults, from_invoke
@@ -30,6 +30,9 @@ from cluster.launch import launcher
 from cluster.launch.preflight import preflight
 from cluster.remote import Cluster
 from cluster.status import render_status
+
+# Before Invoke reads invoke.yaml and `-f FILE`: a YAML error or a missing file is a clean exit 2.
+configfiles.install()
 
 
 def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
