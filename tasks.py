@@ -70,6 +70,9 @@ def status(c: Context) -> None:
         print(render_status(facts, weights.presence(cl, reachable)))
         print()
         print("\n".join(serving.summary(cl).lines()))
+    down = [name for name, f in facts.items() if not f.reachable]
+    if down:
+        raise Exit(f"status: {len(down)} of {len(facts)} node(s) unreachable: {', '.join(down)}", code=1)
 
 
 @task(help={"strict": "Exit non-zero on warnings too, not only on failures.",

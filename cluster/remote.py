@@ -9,6 +9,7 @@ commands still run, because a plan depends on what the nodes hold.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 import subprocess
@@ -94,6 +95,12 @@ def prefixed_lines(node: str, sink: IO[str], also: Callable[[str], None] | None 
                 also(line)
 
     return LineSplitter(echo, on_flush=sink.flush)
+
+
+# paramiko logs a failed handshake (port open, no SSH banner; sshd dropping us under MaxStartups)
+# as an ERROR with a traceback from its transport thread, which Python's last-resort handler
+# prints beside our own one-line UNREACHABLE report. The failure reaches us as an exception anyway.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class Cluster:
@@ -211,6 +218,8 @@ class Cluster:
                 f"SSH login to {where} as {self.settings.ssh.user or 'the default user'} was "
                 f"refused: check cluster.ssh.user and cluster.ssh.key ({exc})"
             )
+        if isinstance(exc, FileNotFoundError) and "known_hosts" in str(exc):
+            return f"{where}: {exc}"
         if isinstance(exc, socket.timeout | TimeoutError):
             return f"cannot reach {where}: connection timed out; is the node up and on the network?"
         if isinstance(exc, OSError | paramiko.SSHException):
