@@ -144,7 +144,7 @@ def _distribute_one(cluster: Cluster, spec: ImageSpec) -> list[Failure]:
         return failures
     cluster.say(
         f"{spec.tag}: streaming {human(source.size)} from {head.name} to {', '.join(w.name for w in targets)} "
-        "over the fabric, one save, loads in parallel"
+        "over the fabric, " + ("one save, loads in parallel" if len(targets) > 1 else "one save, one load")
     )
     bars = None if cluster.dry_run else StreamProgress([w.name for w in targets], source.size, spec.name)
     r = cluster.run(head, stream_command(cluster, spec.tag, targets), mutating=True, sink=bars)
@@ -174,7 +174,7 @@ def _distribute_one(cluster: Cluster, spec: ImageSpec) -> list[Failure]:
                                 f"(now {short(head_now.id)}): run distribute again"))
     done = [w.name for w in targets if w.name not in {f.node for f in failures}]
     if done:
-        cluster.say(f"{spec.tag}: {', '.join(done)} now hold ID {short(source.id)}")
+        cluster.say(f"{spec.tag}: {', '.join(done)} now {'hold' if len(done) > 1 else 'holds'} ID {short(source.id)}")
     return failures
 
 
