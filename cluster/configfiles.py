@@ -66,6 +66,6 @@ def _strict_load_runtime(self: Config, merge: bool = True) -> None:
 
 def install() -> None:
     """Make every Config in this process load its files strictly (idempotent)."""
-    Config._load_yaml = _strict_yaml  # type: ignore[method-assign]
-    Config._load_yml = _strict_yaml  # type: ignore[method-assign]
+    Config._load_yaml = _strict_yaml  # type: ignore[method-assign,assignment]
+    Config._load_yml = _strict_yaml  # type: ignore[method-assign,assignment]
     Config.load_runtime = _strict_load_runtime  # type: ignore[method-assign]
