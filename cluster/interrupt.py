@@ -6,7 +6,7 @@ runners.py `_run_body`): a 40 GB `docker save | ssh w docker load` kept streamin
 So every remote command runs in its own session on the node (`setsid`), which writes its process
 group to a pid file named by a token; `guard()` installs a SIGINT handler that, besides raising
 KeyboardInterrupt as Python's default does, kills each registered group (TERM, then KILL after
-1 s) over a fresh channel of the same SSH connection. The remote command then ends, Fabric's
+TERM_GRACE_S) over a fresh channel of the same SSH connection. The remote command then ends, Fabric's
 readers see end-of-file and the interrupt propagates. Local processes (rsync, ssh streams) are
 started in their own session and killed the same way. Killing the group kills the head's
 `ssh wN docker load` clients too: a load cut mid-stream fails and tags nothing.
@@ -24,7 +24,9 @@ from contextlib import contextmanager
 from .shell import q
 
 RUN_DIR = "/tmp/gx10-runs"
-TERM_GRACE_S = 1.0
+# TERM first: most commands end at once; `podman build` needs 1-3 s to remove its RUN container
+# (killed sooner, the container's process outlives the build). KILL only what is left after this.
+TERM_GRACE_S = 5.0
 
 Stopper = Callable[[], None]
 
@@ -116,7 +118,7 @@ def stop_all() -> None:
     _spawn(stoppers)
 
 
-def wait_stopped(timeout: float = 5.0) -> None:
+def wait_stopped(timeout: float = TERM_GRACE_S + 2) -> None:
     """Wait for the stops started so far (so the connections they use are not closed first)."""
     for t in list(_stopping):
         t.join(timeout)

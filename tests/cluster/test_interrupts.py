@@ -12,12 +12,14 @@ from collections.abc import Callable
 from pathlib import Path
 
 import pytest
-from test_images import NODE, Env, _loading_on, env, launcher  # noqa: F401 - fixtures
+import test_images
+from test_images import NODE, Env, _loading_on
 
 from testbeds.clustertool import PROJECT
 from testbeds.simcluster import SimCluster
 
 pytestmark = pytest.mark.cluster
+launcher, env = test_images.launcher, test_images.env  # the image tests' fixtures, shared
 
 STOP_WITHIN_S = 2.0 * float(os.environ.get("GX10_TIME_SCALE", "2"))  # the machine is shared and loaded
 
@@ -114,3 +116,18 @@ def test_ctrl_c_stops_backup_and_restore(env: Env) -> None:
     assert "control->w2 exit=none" in env.log()
     assert env.inv("restore", "--image", NODE, "--node", "w2").returncode == 0
     assert env.ids(NODE)["w2"] == head_id
+
+
+def test_ctrl_c_stops_rebuild(env: Env) -> None:
+    repo = "/root/spark-vllm-docker"
+    env.sim.node_run("head", f"sed -i 's/^RUN printf/RUN sleep 60 \\&\\& printf/' {repo}/Dockerfile", check=True)
+    r, took = interrupt_when(env.cfg, ["rebuild", "--image", NODE],
+                             lambda: bool(procs_on(env.sim, "head", b"sleep", b"60")), "the build's RUN step")
+    assert r.returncode == 130, r.stdout + r.stderr
+    assert took < STOP_WITHIN_S + 1, took
+    assert "interrupted (Ctrl-C): rebuild stopped" in r.stderr
+    assert gone_soon(env.sim, ["head"], b"podman", b"build") == []
+    assert gone_soon(env.sim, ["head"], b"build-and-copy") == []
+    assert gone_soon(env.sim, ["head"], b"sleep", b"60", within=STOP_WITHIN_S * 3) == []
+    assert env.ids(NODE)["head"] is None  # nothing tagged
+    assert "head exit=none" in env.log() and "interrupted (Ctrl-C)" in env.log()
