@@ -82,7 +82,7 @@ def test_ctrl_c_stops_distribute(env: Env) -> None:
     assert took < STOP_WITHIN_S + 1, took
     assert "interrupted (Ctrl-C): distribute stopped" in r.stderr and "skips the workers" in r.stderr
     assert "Traceback" not in r.stderr
-    assert gone_soon(env.sim, env.sim.node_names, b"podman", b"load") == []
+    assert gone_soon(env.sim, list(env.sim.node_names), b"podman", b"load") == []
     assert gone_soon(env.sim, ["head"], b"podman", b"save") == []
     ids = env.ids(NODE)
     assert ids["head"] == head_id and ids["w1"] is None and ids["w2"] is None and ids["w3"] is None, ids
