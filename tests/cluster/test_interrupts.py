@@ -15,29 +15,14 @@ import pytest
 import test_images
 from test_images import NODE, Env, _loading_on
 
-from testbeds.clustertool import PROJECT
+from testbeds.clustertool import PROJECT, procs_on
+from testbeds.clustertool import gone_soon as tool_gone_soon
 from testbeds.simcluster import SimCluster
 
 pytestmark = pytest.mark.cluster
 launcher, env = test_images.launcher, test_images.env  # the image tests' fixtures, shared
 
 STOP_WITHIN_S = 2.0 * float(os.environ.get("GX10_TIME_SCALE", "2"))  # the machine is shared and loaded
-
-
-def procs_on(sim: SimCluster, node: str, *words: bytes) -> list[str]:
-    """Command lines of processes inside `node` that contain every one of `words`."""
-    ns = os.stat(f"/run/netns/{sim.layout.netns(node)}").st_ino
-    found = []
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}/ns/net").st_ino != ns:
-                continue
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if all(any(w in a for a in argv) for w in words):
-            found.append(b" ".join(argv).decode(errors="replace"))
-    return found
 
 
 def interrupt_when(cfg: Path, args: list[str], ready: Callable[[], bool], what: str,
@@ -65,12 +50,7 @@ def interrupt_when(cfg: Path, args: list[str], ready: Callable[[], bool], what: 
 
 
 def gone_soon(sim: SimCluster, nodes: list[str], *words: bytes, within: float = STOP_WITHIN_S) -> list[str]:
-    deadline = time.monotonic() + within
-    while True:
-        left = [p for n in nodes for p in procs_on(sim, n, *words)]
-        if not left or time.monotonic() > deadline:
-            return left
-        time.sleep(0.1)
+    return tool_gone_soon(sim, nodes, *words, within=within)
 
 
 def test_ctrl_c_stops_distribute(env: Env) -> None:
