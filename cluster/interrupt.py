@@ -16,10 +16,13 @@ from __future__ import annotations
 
 import os
 import signal
+import subprocess
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
+from typing import Any
 
 from .shell import q
 
@@ -59,22 +62,19 @@ def remote_kill(token: str) -> str:
             f'kill -KILL -- -"$p" 2>/dev/null; exit 0')
 
 
-def kill_local_group(pid: int) -> None:
-    """TERM then KILL a local process group started with start_new_session=True."""
+def kill_local_group(proc: subprocess.Popen[Any]) -> None:
+    """TERM then KILL a local process group started with start_new_session=True. Its leader is
+    polled (and so reaped): a dead but unreaped leader would keep the group "alive"."""
     try:
-        os.killpg(pid, signal.SIGTERM)
+        os.killpg(proc.pid, signal.SIGTERM)
     except ProcessLookupError:
         return
-    deadline = threading.Event()
-    for _ in range(int(TERM_GRACE_S / 0.1)):
-        if deadline.wait(0.1):
-            break
-        try:
-            os.killpg(pid, 0)
-        except ProcessLookupError:
+    for _ in range(int(TERM_GRACE_S / 0.05)):
+        if proc.poll() is not None:
             return
+        time.sleep(0.05)
     try:
-        os.killpg(pid, signal.SIGKILL)
+        os.killpg(proc.pid, signal.SIGKILL)
     except ProcessLookupError:
         pass
 

@@ -409,10 +409,10 @@ class Cluster:
             result = Result(label, shown, None, error=f"cannot run {argv[0]} on the control node: {exc}")
         else:
             try:
-                with interrupt.registered(interrupt.new_token(), lambda: interrupt.kill_local_group(proc.pid)):
+                with interrupt.registered(interrupt.new_token(), lambda: interrupt.kill_local_group(proc)):
                     result = self._drain(proc, label, shown, sink)
             except KeyboardInterrupt:
-                interrupt.kill_local_group(proc.pid)
+                interrupt.kill_local_group(proc)
                 proc.wait()
                 self.ops_log.record(label, shown, None, time.monotonic() - start,
                                     note="interrupted (Ctrl-C): stopped")

@@ -143,12 +143,14 @@ def backup(cluster: Cluster, specs: list[ImageSpec]) -> list[str]:
 
 
 def _stopper(cluster: Cluster, node: Node, token: str, proc: subprocess.Popen[bytes]) -> Callable[[], None]:
-    """What Ctrl-C does to a control-side stream: stop its remote command, then the local ssh."""
+    """What Ctrl-C does to a control-side stream: stop the local ssh first (nobody reads its pipe
+    any more, and a remote `docker save` blocked writing to it would not end on TERM), then its
+    remote command."""
     def stop() -> None:
         try:
-            cluster.stop_remote(node, token)
+            interrupt.kill_local_group(proc)
         finally:
-            interrupt.kill_local_group(proc.pid)
+            cluster.stop_remote(node, token)
     return stop
 
 
@@ -156,7 +158,7 @@ def _interrupted(cluster: Cluster, node: Node, token: str, proc: subprocess.Pope
                  shown: str, start: float) -> None:
     """After Ctrl-C: make sure both ends are gone, then log the stream that ran."""
     interrupt.wait_stopped()
-    interrupt.kill_local_group(proc.pid)
+    interrupt.kill_local_group(proc)
     proc.wait()
     cluster.ops_log.record(label, shown, None, time.monotonic() - start,
                            note="interrupted (Ctrl-C): the stream and its remote command were stopped")
