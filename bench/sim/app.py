@@ -333,6 +333,11 @@ class SimServer:
             await send(b"data: [DONE]\n\n", 0, "done")
             await resp.write_eof()
             return resp
+        except ConnectionResetError:
+            # The client went away (Ctrl-C, its read timeout): not a server error, so no traceback
+            # from aiohttp's request logger; the truth says what happened.
+            record["status"] = "client_gone"
+            return resp
         finally:
             truth.settle()
 
