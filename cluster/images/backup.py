@@ -21,6 +21,7 @@ from ..config import ImageSpec, Node
 from ..progress import TransferBar, human
 from ..remote import Cluster
 from ..shell import q, tail, utc_stamp
+from . import space
 from .errors import ImagesError
 from .select import head_image, held, image_states, short
 
@@ -197,6 +198,9 @@ def restore(cluster: Cluster, spec: ImageSpec, nodes: Iterable[Node], force: boo
             _dry(cluster, f"control->{node.name}", f"{shlex.join(argv)} < {q(str(paths.tar))}")
             continue
         size = paths.tar.stat().st_size
+        short_of = space.check(cluster, [node], size, what=f"restoring {spec.tag}")
+        if short_of:
+            raise ImagesError(f"{node.name}: {short_of[node.name]}; nothing was sent")
         cluster.say(f"{node.name}: loading {paths.tar} ({human(size)}, ID {short(want)})")
         start = time.monotonic()
         bar = TransferBar(f"{spec.name} -> {node.name}", size)
