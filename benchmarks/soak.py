@@ -47,7 +47,8 @@ READ_TIMEOUT_S = 1.0
 FAULTS = {"fail_every": 2999, "cut_every": 3499, "stall_every": 4999}
 SIM = SimConfig(model="soak", max_batch=256, decode_base_s=0.002, decode_per_seq_s=0.0,
                 prefill_base_s=0.0005, prefill_per_token_s=0.0, stall_s=READ_TIMEOUT_S * 3,
-                fault_after_tokens=2, **FAULTS)
+                fault_after_tokens=2, fail_every=FAULTS["fail_every"], cut_every=FAULTS["cut_every"],
+                stall_every=FAULTS["stall_every"])
 RSS_GROWTH_TARGET = 0.05
 
 
@@ -106,7 +107,6 @@ async def soak(folder: Path) -> dict[str, Any]:
             for r in rows:
                 r["run_id"] = run_id
             point["run_id"] = run_id
-            point["segment"] = segment
             results.append_lines(req_path, rows)
             doc["points"].append(point)
             w = time.perf_counter()
