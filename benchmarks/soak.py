@@ -16,6 +16,13 @@ the failures by kind against the faults the simulator injected (HTTP 500s, cut s
 streams that end on the client's read timeout); and open file descriptors and asyncio tasks at the
 start and the end (a leaked socket or task per fault would show). GX10_SOAK_REQUESTS changes the
 total (CI runs a short one: tests/bench/test_soak.py).
+
+Measured 2026-12-02 on the shared 2-core machine (load 4-6, other sessions' tests running):
+100,000 requests in 425 s (235 req/s); RSS 86.8 MB at start, 119.9 MB at 10 %, 120.5 MB at the
+end (+0.5 %); 0 lost (100,000 lines, 100,000 distinct, results.json 100,000); results.json
+rewrite slowest 469.5 ms (median 11.0 ms, 94 KiB, 20 points: the slowest is an fsync on a
+busy disk); 33 HTTP 500s, 28 cut streams and 20 stalls injected and exactly those failures
+seen; open fds 11 -> 10, asyncio tasks 3 -> 1.
 """
 
 from __future__ import annotations
