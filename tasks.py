@@ -14,7 +14,7 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from bench.errors import BenchError
-from cluster import checks, containers, serving, weights
+from cluster import checks, configfiles, containers, serving, weights
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
 from cluster.config import Settings, defaults, from_invoke
@@ -31,6 +31,24 @@ from cluster.launch.preflight import preflight
 from cluster.remote import Cluster
 from cluster.status import render_status
 
+# Before Invoke reads invoke.yaml and `-f FILE`: a YAML error or a missing file is a clean exit 2.
+configfiles.install()
+
+
+# What a rerun does after Ctrl-C, per task (the remote processes were stopped before this is said).
+RERUN = {
+    "distribute": "no worker holds a half-loaded image (a cut `docker load` tags nothing); "
+                  "`inv distribute` again skips the workers that already hold the image and sends the rest",
+    "stage": "copied files stay, partial ones are kept by rsync --partial; `inv stage` again resumes "
+             "and copies only what is missing or differs",
+    "backup": "the backup folder keeps only complete tars (a cut one is removed); `inv backup` again saves it",
+    "restore": "a cut `docker load` tags nothing, the node keeps what it had; `inv restore` again sends the whole tar",
+    "rebuild": "the build was stopped, images already built and verified stay; `inv rebuild` again builds the rest",
+    "launch": "only the wait was stopped; the model may still be starting: watch it with `inv status` and "
+              "`inv logs --follow`, stop it with `inv stop`; `inv launch` again restarts it",
+    "logs": "nothing was changed",
+}
+
 
 def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
     """Turn the libraries' typed errors (two roots) into a clean message and their exit code."""
@@ -44,7 +62,8 @@ def reports_errors(fn: Callable[..., Any]) -> Callable[..., Any]:
         except BenchError as e:
             raise Exit(str(e), code=e.exit_code) from e
         except KeyboardInterrupt as e:
-            raise Exit("interrupted", code=130) from e
+            after = RERUN.get(fn.__name__, "its processes on the nodes were stopped; run it again to finish")
+            raise Exit(f"interrupted (Ctrl-C): {fn.__name__} stopped; {after}", code=130) from e
 
     return wrapper
 
@@ -67,6 +86,9 @@ def status(c: Context) -> None:
         print(render_status(facts, weights.presence(cl, reachable)))
         print()
         print("\n".join(serving.summary(cl).lines()))
+    down = [name for name, f in facts.items() if not f.reachable]
+    if down:
+        raise Exit(f"status: {len(down)} of {len(facts)} node(s) unreachable: {', '.join(down)}", code=1)
 
 
 @task(help={"strict": "Exit non-zero on warnings too, not only on failures.",

@@ -389,6 +389,11 @@ def validate(data: Mapping[str, Any]) -> Settings:
     for key, p in (("cluster.ssh.key", ssh.key), ("cluster.ssh.config_file", ssh.config_file)):
         if p is not None and not p.is_file():
             raise ConfigError(f"{key} = {str(p)!r}: no such file on the control node")
+    if ssh.known_hosts is not None and not ssh.accept_new_host_keys and not ssh.known_hosts.is_file():
+        raise ConfigError(
+            f"cluster.ssh.known_hosts = {str(ssh.known_hosts)!r}: no such file on the control node, so host "
+            "keys cannot be verified. Fix the path, or set cluster.ssh.accept_new_host_keys: true once to create it"
+        )
     return settings
 
 

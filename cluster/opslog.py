@@ -8,6 +8,33 @@ from pathlib import Path
 from .shell import utc_stamp
 
 
+def ansi_c_quote(text: str) -> str:
+    """bash's $'...' quoting: the whole text on one line, newlines as \\n, valid to paste."""
+    out = []
+    for ch in text:
+        if ch in "\\'":
+            out.append("\\" + ch)
+        elif ch == "\n":
+            out.append("\\n")
+        elif ch == "\t":
+            out.append("\\t")
+        elif ord(ch) < 32 or ord(ch) == 127:
+            out.append(f"\\x{ord(ch):02x}")
+        else:
+            out.append(ch)
+    return "$'" + "".join(out) + "'"
+
+
+def shell_line(command: str) -> str:
+    """One log line that runs the same thing when copied into bash. Joining a script's lines
+    with '; ' does not (`cmd &; next`, a trailing backslash), so a multi-line command is logged
+    as `bash -c $'...'`."""
+    command = command.strip()
+    if "\n" not in command:
+        return command
+    return "bash -c " + ansi_c_quote(command)
+
+
 class OpsLog:
     """Appends one line per command (UTC time, host, exit code, duration, command), plus the
     stderr tail of failures. Thread-safe: nodes are driven in parallel."""
@@ -30,7 +57,7 @@ class OpsLog:
             return
         stamp = utc_stamp()
         code = "dry-run" if note == "dry-run" else f"exit={exit_code if exit_code is not None else 'none'}"
-        one_line = "; ".join(part.strip() for part in command.splitlines() if part.strip())
+        one_line = shell_line(command)
         lines = [f"{stamp} {host} {code} {seconds:.2f}s {one_line}"]
         if note and note != "dry-run":
             lines.append(f"    note: {note}")

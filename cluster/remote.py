@@ -9,6 +9,7 @@ commands still run, because a plan depends on what the nodes hold.
 
 from __future__ import annotations
 
+import logging
 import shlex
 import socket
 import subprocess
@@ -26,6 +27,7 @@ from fabric import Config as FabricConfig
 from fabric import Connection
 from invoke.exceptions import CommandTimedOut
 
+from . import interrupt
 from .config import Node, Settings
 from .errors import ClusterError
 from .opslog import OpsLog
@@ -94,6 +96,12 @@ def prefixed_lines(node: str, sink: IO[str], also: Callable[[str], None] | None 
                 also(line)
 
     return LineSplitter(echo, on_flush=sink.flush)
+
+
+# paramiko logs a failed handshake (port open, no SSH banner; sshd dropping us under MaxStartups)
+# as an ERROR with a traceback from its transport thread, which Python's last-resort handler
+# prints beside our own one-line UNREACHABLE report. The failure reaches us as an exception anyway.
+logging.getLogger("paramiko").addHandler(logging.NullHandler())
 
 
 class Cluster:
@@ -211,6 +219,8 @@ class Cluster:
                 f"SSH login to {where} as {self.settings.ssh.user or 'the default user'} was "
                 f"refused: check cluster.ssh.user and cluster.ssh.key ({exc})"
             )
+        if isinstance(exc, FileNotFoundError) and "known_hosts" in str(exc):
+            return f"{where}: {exc}"
         if isinstance(exc, socket.timeout | TimeoutError):
             return f"cannot reach {where}: connection timed out; is the node up and on the network?"
         if isinstance(exc, OSError | paramiko.SSHException):
@@ -245,8 +255,18 @@ class Cluster:
                 kwargs["err_stream"] = prefixed_lines(node.name, self.out)
             elif sink is not None:
                 kwargs["out_stream"] = sink
-            r = conn.run(command, **kwargs)
+            token = interrupt.new_token()
+            with interrupt.registered(token, lambda: self._kill_remote(conn, token)):
+                try:
+                    r = conn.run(interrupt.remote_wrapper(command, token), **kwargs)
+                except CommandTimedOut:
+                    self._kill_remote(conn, token)
+                    raise
             result = Result(node.name, command, r.exited, r.stdout, r.stderr)
+        except KeyboardInterrupt:
+            self.ops_log.record(node.name, command, None, time.monotonic() - start,
+                                note="interrupted (Ctrl-C): its processes on the node were stopped")
+            raise
         except CommandTimedOut as exc:
             result = Result(
                 node.name, command, None, exc.result.stdout, exc.result.stderr,
@@ -262,6 +282,29 @@ class Cluster:
             stderr=result.stderr, note=f"error: {result.error}" if result.error else "",
         )
         return result
+
+    def stop_remote(self, node: Node, token: str) -> None:
+        """Stop a command started on `node` through interrupt.remote_wrapper(..., token) by a
+        process of our own (a control-side ssh stream), over the Fabric connection."""
+        self._kill_remote(self.connection(node), token)
+
+    def stream_argv(self, node: Node, command: str, token: str) -> list[str]:
+        """`ssh NODE COMMAND` for a big stream the control runs itself, stoppable by token."""
+        return self.ssh_argv(node, interrupt.remote_wrapper(command, token))
+
+    @staticmethod
+    def _kill_remote(conn: Connection, token: str) -> None:
+        """Stop a command started through interrupt.remote_wrapper, over a new channel of the
+        same connection (its own channel is busy streaming)."""
+        transport = conn.client.get_transport()
+        if transport is None or not transport.is_active():
+            return
+        chan = transport.open_session(timeout=3)
+        try:
+            chan.exec_command(interrupt.remote_kill(token))
+            chan.status_event.wait(interrupt.TERM_GRACE_S + 3)
+        finally:
+            chan.close()
 
     def _drop(self, node: Node) -> None:
         with self._lock:
@@ -360,35 +403,53 @@ class Cluster:
             proc = subprocess.Popen(
                 argv, stdin=stdin if stdin is not None else subprocess.DEVNULL,
                 stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, bufsize=1,
+                start_new_session=True,  # Ctrl-C stops it through interrupt, TERM then KILL
             )
         except OSError as exc:
             result = Result(label, shown, None, error=f"cannot run {argv[0]} on the control node: {exc}")
         else:
-            err_lines: list[str] = []
-            drain = threading.Thread(target=lambda: err_lines.extend(proc.stderr or []), daemon=True)
-            drain.start()
-            out_parts: list[str] = []
-            assert proc.stdout is not None
-            for chunk in iter(lambda: proc.stdout.read(4096) if proc.stdout else "", ""):
-                if sink is not None:
-                    sink.write(chunk)
-                else:
-                    out_parts.append(chunk)
-            proc.wait()
-            drain.join()
-            result = Result(label, shown, proc.returncode, "".join(out_parts), "".join(err_lines))
+            try:
+                with interrupt.registered(interrupt.new_token(), lambda: interrupt.kill_local_group(proc)):
+                    result = self._drain(proc, label, shown, sink)
+            except KeyboardInterrupt:
+                interrupt.kill_local_group(proc)
+                proc.wait()
+                self.ops_log.record(label, shown, None, time.monotonic() - start,
+                                    note="interrupted (Ctrl-C): stopped")
+                raise
         result.seconds = time.monotonic() - start
         self.ops_log.record(label, shown, result.exit_code, result.seconds, stderr=result.stderr,
                             note=f"error: {result.error}" if result.error else "")
         return result
+
+    @staticmethod
+    def _drain(proc: subprocess.Popen[str], label: str, shown: str, sink: Sink | None) -> Result:
+        """Read a local process to its end: stdout to `sink` (or kept), stderr kept."""
+        err_lines: list[str] = []
+        drain = threading.Thread(target=lambda: err_lines.extend(proc.stderr or []), daemon=True)
+        drain.start()
+        out_parts: list[str] = []
+        assert proc.stdout is not None
+        for chunk in iter(lambda: proc.stdout.read(4096) if proc.stdout else "", ""):
+            if sink is not None:
+                sink.write(chunk)
+            else:
+                out_parts.append(chunk)
+        proc.wait()
+        drain.join()
+        return Result(label, shown, proc.returncode, "".join(out_parts), "".join(err_lines))
 
     def close(self) -> None:
         for node in list(self._connections):
             self._drop(self.settings.node(node))
 
     def __enter__(self) -> Cluster:
+        self._guard = interrupt.guard()
+        self._guard.__enter__()
         return self
 
     def __exit__(self, *exc: object) -> None:
+        interrupt.wait_stopped()  # the stops use these connections: let them finish first
         self.close()
+        self._guard.__exit__(None, None, None)
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -61,3 +62,31 @@ def make_model(root: Path, hf_id: str, files: int = 40, big: tuple[int, ...] = (
     for i, size in enumerate(big):
         (d / f"model-{i:05d}.safetensors").write_bytes(os.urandom(size))
     return d
+
+
+def procs_on(sim: Any, node: str, *words: bytes) -> list[str]:
+    """Command lines of the processes inside simulated `node` (its network namespace) whose
+    arguments contain every one of `words`: what is still running there."""
+    ns = os.stat(f"/run/netns/{sim.layout.netns(node)}").st_ino
+    found = []
+    for pid in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            if os.stat(f"/proc/{pid}/ns/net").st_ino != ns:
+                continue
+            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
+        except OSError:
+            continue
+        if all(any(w in a for a in argv) for w in words):
+            found.append(b" ".join(argv).decode(errors="replace"))
+    return found
+
+
+def gone_soon(sim: Any, nodes: list[str], *words: bytes, within: float) -> list[str]:
+    """Wait up to `within` s for no process matching `words` on `nodes`; return what is left."""
+    deadline = time.monotonic() + within
+    while True:
+        left = [p for n in nodes for p in procs_on(sim, n, *words)]
+        if not left or time.monotonic() > deadline:
+            return left
+        time.sleep(0.1)
+

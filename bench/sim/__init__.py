@@ -26,7 +26,8 @@ t_returned]`: `t_sent` is the kernel's stamp of the chunk's bytes leaving the so
 just before the write started and `t_returned` after it returned. What the server did, not what
 it planned. `queued_writes` counts writes that the transport had to buffer (sent later, so they
 fall back to `t_returned`; on loopback it stays 0). In process read `SimServer.truth`; out of
-process `GET /sim/truth`.
+process `GET /sim/truth`. Only the newest `truth_keep` records (default 4096) are kept, so memory
+stays flat however many requests a soak sends.
 
 Faults: `fail_every` (every Nth request answers HTTP `fail_status`), `cut_every` (the stream is
 cut after `fault_after_tokens` tokens), `stall_every` (the stream stops for `stall_s`),

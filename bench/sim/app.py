@@ -13,6 +13,7 @@ import json
 import time
 import uuid
 import zlib
+from collections import OrderedDict
 from typing import Any
 
 from aiohttp import web
@@ -32,7 +33,7 @@ class SimServer:
         self.host = host
         self.port = port
         self.base_url = ""
-        self.truth: dict[str, dict[str, Any]] = {}
+        self.truth: OrderedDict[str, dict[str, Any]] = OrderedDict()
         self.engine = Engine(self.cfg)
         self.metrics = self.engine.metrics
         self._runner: web.AppRunner | None = None
@@ -188,6 +189,8 @@ class SimServer:
             "fault": None}
         if self.cfg.record_truth:
             self.truth[rid] = record
+            while len(self.truth) > max(1, self.cfg.truth_keep):
+                self.truth.popitem(last=False)  # the oldest
 
         def every(n: int) -> bool:
             return n > 0 and nth % n == 0
@@ -332,6 +335,11 @@ class SimServer:
                                   "system_fingerprint": self._fingerprint()}), 0, "usage")
             await send(b"data: [DONE]\n\n", 0, "done")
             await resp.write_eof()
+            return resp
+        except ConnectionResetError:
+            # The client went away (Ctrl-C, its read timeout): not a server error, so no traceback
+            # from aiohttp's request logger; the truth says what happened.
+            record["status"] = "client_gone"
             return resp
         finally:
             truth.settle()

@@ -35,6 +35,9 @@ class SimConfig:
     malformed_every: int = 0
     fault_after_tokens: int = 4
     record_truth: bool = True
+    # Truth records kept (the newest): a test asks about the requests it just sent, and a day-long
+    # soak against the embedded endpoint must not grow by one record per request.
+    truth_keep: int = 4096
 
     @classmethod
     def from_dict(cls, data: dict[str, Any]) -> SimConfig:

@@ -11,15 +11,17 @@ import shutil
 import subprocess
 import threading
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO
 
+from .. import interrupt
 from ..config import ImageSpec, Node
 from ..progress import TransferBar, human
 from ..remote import Cluster
 from ..shell import q, tail, utc_stamp
+from . import space
 from .errors import ImagesError
 from .select import head_image, held, image_states, short
 
@@ -101,15 +103,23 @@ def backup(cluster: Cluster, specs: list[ImageSpec]) -> list[str]:
         start = time.monotonic()
         bar = TransferBar(f"{spec.name} <- {head.name}", source.size)
         err: list[bytes] = []
+        token = interrupt.new_token()
         with partial.open("wb") as out:
-            proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-            drain = _drain(proc.stderr, err)
-            assert proc.stdout is not None
-            size = _pump(proc.stdout, out, bar)
-            out.flush()
-            os.fsync(out.fileno())
-            rc = proc.wait()
-            drain.join()
+            proc = subprocess.Popen(cluster.stream_argv(head, save, token), stdin=subprocess.DEVNULL,
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+            try:
+                with interrupt.registered(token, _stopper(cluster, head, token, proc)):
+                    drain = _drain(proc.stderr, err)
+                    assert proc.stdout is not None
+                    size = _pump(proc.stdout, out, bar)
+                    out.flush()
+                    os.fsync(out.fileno())
+                    rc = proc.wait()
+                    drain.join()
+            except KeyboardInterrupt:
+                _interrupted(cluster, head, token, proc, "control", f"{shlex.join(argv)} > {partial}", start)
+                partial.unlink(missing_ok=True)
+                raise
         bar.close(rc == 0)
         stderr = b"".join(err).decode(errors="replace")
         cluster.ops_log.record("control", f"{shlex.join(argv)} > {partial}", rc, time.monotonic() - start,
@@ -131,6 +141,28 @@ def backup(cluster: Cluster, specs: list[ImageSpec]) -> list[str]:
         cluster.say(f"{spec.tag}: backed up ID {short(source.id)}, {human(size)} in {time.monotonic() - start:.1f} s")
         done.append(spec.name)
     return done
+
+
+def _stopper(cluster: Cluster, node: Node, token: str, proc: subprocess.Popen[bytes]) -> Callable[[], None]:
+    """What Ctrl-C does to a control-side stream: stop the local ssh first (nobody reads its pipe
+    any more, and a remote `docker save` blocked writing to it would not end on TERM), then its
+    remote command."""
+    def stop() -> None:
+        try:
+            interrupt.kill_local_group(proc)
+        finally:
+            cluster.stop_remote(node, token)
+    return stop
+
+
+def _interrupted(cluster: Cluster, node: Node, token: str, proc: subprocess.Popen[bytes], label: str,
+                 shown: str, start: float) -> None:
+    """After Ctrl-C: make sure both ends are gone, then log the stream that ran."""
+    interrupt.wait_stopped()
+    interrupt.kill_local_group(proc)
+    proc.wait()
+    cluster.ops_log.record(label, shown, None, time.monotonic() - start,
+                           note="interrupted (Ctrl-C): the stream and its remote command were stopped")
 
 
 def restore(cluster: Cluster, spec: ImageSpec, nodes: Iterable[Node], force: bool = False) -> list[str]:
@@ -166,24 +198,36 @@ def restore(cluster: Cluster, spec: ImageSpec, nodes: Iterable[Node], force: boo
             _dry(cluster, f"control->{node.name}", f"{shlex.join(argv)} < {q(str(paths.tar))}")
             continue
         size = paths.tar.stat().st_size
+        short_of = space.check(cluster, [node], size, what=f"restoring {spec.tag}")
+        if short_of:
+            raise ImagesError(f"{node.name}: {short_of[node.name]}; nothing was sent")
         cluster.say(f"{node.name}: loading {paths.tar} ({human(size)}, ID {short(want)})")
         start = time.monotonic()
         bar = TransferBar(f"{spec.name} -> {node.name}", size)
         out: list[bytes] = []
-        proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+        token = interrupt.new_token()
+        proc = subprocess.Popen(cluster.stream_argv(node, f"{q(cluster.settings.docker)} load", token),
+                                stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+                                start_new_session=True)
         drain = _drain(proc.stdout, out)
         assert proc.stdin is not None
         try:
-            with paths.tar.open("rb") as src:
-                _pump(src, proc.stdin, bar)
-        except BrokenPipeError:
-            pass
-        finally:
-            try:
-                proc.stdin.close()
-            except BrokenPipeError:
-                pass
-        rc = proc.wait()
+            with interrupt.registered(token, _stopper(cluster, node, token, proc)):
+                try:
+                    with paths.tar.open("rb") as src:
+                        _pump(src, proc.stdin, bar)
+                except BrokenPipeError:
+                    pass
+                finally:
+                    try:
+                        proc.stdin.close()
+                    except BrokenPipeError:
+                        pass
+                rc = proc.wait()
+        except KeyboardInterrupt:
+            _interrupted(cluster, node, token, proc, f"control->{node.name}", f"{shlex.join(argv)} < {paths.tar}",
+                         start)
+            raise
         drain.join()
         bar.close(rc == 0)
         output = b"".join(out).decode(errors="replace")

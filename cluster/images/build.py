@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ..config import ImageSpec, Settings
 from ..remote import Cluster, prefixed_lines
 from ..shell import LineSplitter, remote_path
+from . import space
 from .errors import ImagesError
 from .select import ancestors, held, image_states, lineage_order, short
 from .verify import Verdict, probe_command, probes, save_records, verify_on
@@ -151,6 +152,10 @@ def rebuild(cluster: Cluster, specs: list[ImageSpec]) -> list[Verdict]:
     verdicts: list[Verdict] = []
     for spec in plan.order:
         before = held(cluster, head, spec.tag)
+        if before is not None:  # the last build's size is the best estimate of this one's
+            short_of = space.check(cluster, [head], before.size, what=f"rebuilding {spec.tag}")
+            if short_of:
+                raise ImagesError(f"{head.name}: {short_of[head.name]}; nothing was built")
         cluster.say(f"building {spec.tag} on {head.name}: {spec.build}")
         echo = None if cluster.dry_run else build_echo(cluster, head.name, spec.name)
         r = cluster.run(head, build_command(cluster.settings, spec), mutating=True, sink=echo)

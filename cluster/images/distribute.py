@@ -25,6 +25,7 @@ from ..config import ImageSpec, Node
 from ..progress import TransferBar, human
 from ..remote import Cluster, Result
 from ..shell import LineSplitter, q
+from . import space
 from .select import Present, head_image, image_states, short
 from .verify import ensure_verified
 
@@ -142,9 +143,18 @@ def _distribute_one(cluster: Cluster, spec: ImageSpec) -> list[Failure]:
         if not failures:
             cluster.say(f"{spec.tag}: every worker is up to date")
         return failures
+    head_short = space.check(cluster, [head], source.size, what=f"docker save {spec.tag}", store=False)
+    if head_short:
+        return failures + [Failure(w.name, spec.tag, f"not sent: {head.name}: {head_short[head.name]}")
+                           for w in targets]
+    short_of = space.check(cluster, targets, source.size, what=spec.tag)
+    failures += [Failure(name, spec.tag, f"not sent: {why}") for name, why in short_of.items()]
+    targets = [w for w in targets if w.name not in short_of]
+    if not targets:
+        return failures
     cluster.say(
         f"{spec.tag}: streaming {human(source.size)} from {head.name} to {', '.join(w.name for w in targets)} "
-        "over the fabric, one save, loads in parallel"
+        "over the fabric, " + ("one save, loads in parallel" if len(targets) > 1 else "one save, one load")
     )
     bars = None if cluster.dry_run else StreamProgress([w.name for w in targets], source.size, spec.name)
     r = cluster.run(head, stream_command(cluster, spec.tag, targets), mutating=True, sink=bars)
@@ -174,7 +184,7 @@ def _distribute_one(cluster: Cluster, spec: ImageSpec) -> list[Failure]:
                                 f"(now {short(head_now.id)}): run distribute again"))
     done = [w.name for w in targets if w.name not in {f.node for f in failures}]
     if done:
-        cluster.say(f"{spec.tag}: {', '.join(done)} now hold ID {short(source.id)}")
+        cluster.say(f"{spec.tag}: {', '.join(done)} now {'hold' if len(done) > 1 else 'holds'} ID {short(source.id)}")
     return failures
 
 

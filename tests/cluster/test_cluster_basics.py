@@ -33,7 +33,8 @@ def test_unreachable_worker_is_named_while_others_report(simcluster: Any, tmp_pa
         d = inv(cfg, "doctor")
     finally:
         simcluster.start_sshd("w2")
-    assert r.returncode == 0, r.stderr
+    assert r.returncode == 1, r.stderr
+    assert "status: 1 of 4 node(s) unreachable: w2" in r.stderr
     w2 = next(line for line in r.stdout.splitlines() if line.startswith("w2"))
     assert "UNREACHABLE" in w2 and simcluster.nodes["w2"].mgmt in w2
     for node in ("head", "w1", "w3"):
@@ -63,7 +64,7 @@ def test_unknown_host_key_is_refused(simcluster: Any, tmp_path: Path) -> None:
     cfg = tool_config(simcluster, tmp_path, cluster__ssh={"user": "root", "key": str(simcluster.control_key),
                                                          "known_hosts": str(empty)})
     r = inv(cfg, "status")
-    assert r.returncode == 0
+    assert r.returncode == 1
     assert r.stdout.count("is not in") == 4, r.stdout
     assert empty.read_text() == ""  # nothing was trusted silently
 

@@ -22,6 +22,9 @@ def site(tmp_path: Path, **changes: Any) -> dict[str, Any]:
     key = tmp_path / "key"
     key.write_text("not a real key")
     data["cluster"]["ssh"]["key"] = str(key)
+    known = tmp_path / "known_hosts"
+    known.write_text("")
+    data["cluster"]["ssh"]["known_hosts"] = str(known)
     return data
 
 
@@ -46,6 +49,7 @@ def test_load_goes_through_invoke_hierarchy(tmp_path: Path, monkeypatch: pytest.
     f = tmp_path / "site.yaml"
     data = yaml.safe_load(EXAMPLE.read_text())
     data["cluster"]["ssh"]["key"] = None
+    data["cluster"]["ssh"]["known_hosts"] = None
     data["models"] = {"tiny": {"hf_id": "org/tiny", "image": "vllm-node", "recipe": "r.yaml",
                                "master_port": 29530, "weights_gib": 1}}
     f.write_text(yaml.safe_dump(data))

@@ -23,7 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
-from testbeds.clustertool import PROJECT, inv, make_model, tool_config
+from testbeds.clustertool import PROJECT, gone_soon, inv, make_model, tool_config
 from testbeds.launcher import harness
 from testbeds.launcher.harness import (
     HF,
@@ -175,10 +175,15 @@ def test_health_timeout_saves_logs_leaves_the_cluster_then_logs_and_stop(env: tu
     while sum(line.startswith("[w3] ") for line in lines) < 6 and time.monotonic() < deadline:
         time.sleep(0.2)  # the last 5 lines, then at least one new (live) one
     follow.send_signal(signal.SIGINT)
+    sent = time.monotonic()
     follow.wait(timeout=15)
+    took = time.monotonic() - sent
     reader.join(timeout=5)
     out = "".join(lines)
     assert follow.returncode == 0 and "[head] http://0.0.0.0:8000" in out
+    assert took < 5, took  # Ctrl-C stops within seconds, and the followers on the nodes go with it
+    assert gone_soon(sim, ["head", "w3"], b"attach", b"--no-stdin", within=5) == []
+    assert gone_soon(sim, ["head", "w3"], b"tail", b"0.2", within=5) == []
     w3 = [line for line in lines if line.startswith("[w3] ")]
     assert len(w3) >= 6 and all("Loading safetensors checkpoint shards" in line for line in w3), out
 
@@ -232,12 +237,17 @@ def test_ctrl_c_while_waiting_leaves_the_cluster_and_says_how_to_stop(env: tuple
         deadline = time.monotonic() + 60
         while api_listener(sim) is None and time.monotonic() < deadline:
             time.sleep(0.2)
+        time.sleep(1)
         proc.send_signal(signal.SIGINT)
+        sent = time.monotonic()
         out, err = proc.communicate(timeout=30)
+        took = time.monotonic() - sent
     finally:
         if proc.poll() is None:
             proc.kill()
     assert proc.returncode == 130, out + err
+    assert took < 5, took
+    assert gone_soon(sim, list(sim.node_names), b"attach", b"--no-stdin", within=5) == []  # the wait's followers
     assert "interrupted after" in err and "the cluster was left as it is; nemotron goes on loading" in err
     assert "stop it with `inv stop`" in err
     assert all(len(found) == 1 for found in containers(sim).values())
