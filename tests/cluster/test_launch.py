@@ -349,3 +349,17 @@ def test_doctor_launch_preflight(env: tuple[Any, Path]) -> None:
     assert any(r.startswith("WARN  w2      container") and "stray" in r for r in rows)
     assert any(r.startswith("OK    head    API port") for r in rows)
     assert any(r.startswith("FAIL  head    nemotron master port") and "held by python" in r for r in rows), d.stdout
+
+
+def test_launch_is_ready_only_once_a_token_comes_back(env: tuple[Any, Path]) -> None:
+    """/health answers 200 after 1 s, the engine generates only after 4 s: ready (and the load time) waits for the token."""
+    sim, cfg = env
+    data = yaml.safe_load((harness.LAUNCHER / RECIPES["nemotron"]).read_text())
+    data["defaults"]["load_delay"] = 1
+    data["command"] = data["command"].rstrip("\n") + " --config '{{\"generate_delay_s\": 4}}'\n"
+    sim.node_run("head", f"cat > {REPO}/{RECIPES['nemotron']}", input=yaml.safe_dump(data), check=True)
+    r = inv(cfg, "launch", "--model", "nemotron", "--timeout", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "/health = 200 but no token yet (completion answered HTTP 503" in r.stdout
+    rec = record(sim)
+    assert rec and rec["load_seconds"] >= 4, rec
