@@ -14,7 +14,7 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from bench.errors import BenchError
-from cluster import checks, containers, serving, weights
+from cluster import checks, containers, serving, sweeptelemetry, weights
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
 from cluster.config import Settings, defaults, from_invoke
@@ -181,9 +181,29 @@ def bench(c: Context, model: str | None = None, concurrency: str | None = None, 
                 api=api or b.api, results_dir=s.results_dir, rerun=rerun,
             )
 
-    code = bench_cli.run(sweep_config, demo=model == "demo")
+    if model == "demo":
+        code = bench_cli.run(sweep_config, demo=True)
+    else:
+        code = _bench_with_telemetry(s, sweep_config)
     if code:
         raise Exit(code=code)
+
+
+def _bench_with_telemetry(s: Settings, make: Callable[[], Any]) -> int:
+    """The sweep with every node's sampler running (cluster/sweeptelemetry.py) and bench's
+    TelemetryHooks fed from it; the stall watchdog saves container log tails under results/."""
+    from bench import cli as bench_cli
+    from bench.hooks import TelemetryHooks
+    from bench.telemetry import FlagRules
+
+    with Cluster(s) as cl, sweeptelemetry.recording(cl) as tel:
+        def sweep_config() -> Any:
+            cfg = make()
+            cfg.hooks = TelemetryHooks(tel.data, tel.mark, tel.save_logs, FlagRules(**tel.rules))
+            cfg.stall_s = tel.stall_s
+            return cfg
+
+        return bench_cli.run(sweep_config, demo=False)
 
 
 @task(

@@ -41,7 +41,7 @@ def options(settings: Settings) -> TelemetryOptions:
                             nvidia_smi=str(t.get("nvidia_smi", "nvidia-smi")))
 
 
-def rules(settings: Settings) -> dict[str, float]:
+def rules(settings: Settings) -> dict[str, Any]:
     """FlagRules keyword arguments from the `telemetry:` block (only the keys it sets)."""
     return {k: _number(settings.telemetry, k, 0) for k in RULE_KEYS if k in settings.telemetry}
 
@@ -73,7 +73,7 @@ class SweepTelemetry:
     """What `inv bench` hands bench's TelemetryHooks."""
 
     recorder: TelemetryRecorder | None
-    rules: dict[str, float] = field(default_factory=dict)
+    rules: dict[str, Any] = field(default_factory=dict)
     stall_s: float | None = 120.0
     log_lines: int = 200
     cluster: Cluster | None = None
