@@ -14,7 +14,7 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from bench.errors import BenchError
-from cluster import checks, containers, serving, sweeptelemetry, weights
+from cluster import checks, containers, memcheck, serving, sweeptelemetry, weights
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
 from cluster.config import Settings, defaults, from_invoke
@@ -82,6 +82,8 @@ def doctor(c: Context, strict: bool = False, model: str | None = None) -> None:
         if facts[cl.head.name].reachable:
             found += doctor_mod.head_checks(cl)
         found += preflight(cl, spec, facts)
+        if spec:
+            found += memcheck.memory_checks(cl, [n for n in cl.nodes if facts[n.name].reachable])
         print(checks.render_checks(found))
         bad, warned = checks.failed(found), checks.warned(found)
         if bad or (strict and warned):
@@ -248,12 +250,14 @@ def report(c: Context, model: str | None = None, load_only: bool = False, compar
         "timeout": "Minutes, from the launcher's start, to wait for /health = 200 (default: 1.5 x the upper "
                    "bound of the model's load_minutes).",
         "no-wait": "Return once the launcher has started the containers; do not wait for /health.",
+        "drop-page-cache": "sync and drop the page cache on every node before the memory preflight "
+                           "(default: memory.drop_page_cache).",
         "dry-run": DRY_RUN_HELP,
     }
 )
 @reports_errors
 def launch(c: Context, model: str | None = None, timeout: str | None = None, no_wait: bool = False,
-           dry_run: bool = False) -> None:
+           drop_page_cache: bool = False, dry_run: bool = False) -> None:
     """Serve a model: stop what serves, check image and weights, start the launcher, wait for /health."""
     s = settings(c)
     spec = s.model(model)
@@ -264,7 +268,7 @@ def launch(c: Context, model: str | None = None, timeout: str | None = None, no_
     if minutes <= 0:
         raise Exit(f"--timeout must be positive, got {timeout!r}", code=2)
     with Cluster(s, dry_run=dry_run) as cl:
-        launcher.launch(cl, spec, timeout_s=minutes * 60, wait=not no_wait)
+        launcher.launch(cl, spec, timeout_s=minutes * 60, wait=not no_wait, drop_cache=drop_page_cache)
 
 
 @task(help={"node": "Node name(s), comma-separated, or all (default; also removes the launch record).",
