@@ -57,6 +57,7 @@ class TelemetryHooks(SweepHooks):
         tokens = sum(int(r.get("output_tokens") or 0) for r in rows)
         summary = telemetry.summarize_point(got["nodes"], start, end, tokens,
                                             got.get("events", ()), self.rules)
+        summary["start"], summary["end"] = start, end  # control-clock epoch s (timeline boundaries)
         summary["events"] = [e for e in got.get("events", ())
                              if e.get("event") not in ("hello", "note", "stopped")
                              and start <= e["t"] <= end]

@@ -14,6 +14,7 @@ from typing import Any
 
 import pytest
 
+from bench import report
 from bench.hooks import TelemetryHooks
 from bench.shapes import PointSummary, RequestRow, ResultsDoc
 from bench.sim import SimConfig, SimServer
@@ -130,3 +131,16 @@ def test_sweep_stores_every_nodes_series_energy_flags_and_a_dead_sampler(nodes: 
         mem = [s for s in series[node] if s["source"] == "mem"]
         assert gpu and mem and "mem_used_mib" not in gpu[0]  # GB10's [N/A] memory: absent, not 0
         assert all(s["mem_available_kib"] == 118566368 for s in mem)
+
+    # the table and figures: energy columns, flagged points marked with the node named
+
+    rendered = report.render(stored, tmp_path / "results" / "telemetry", "simulated cluster")
+    table = rendered.markdown
+    assert "| J / output token | Tok/s per W |" in table
+    rows = {line.split("|")[1].split()[0]: line.split("|")[1] for line in table.splitlines()
+            if line.startswith("| ") and not line.startswith("| Concurrency")}
+    assert [report.NODE_FLAG_MARK in rows[c] for c in ("1", "2", "4")] == [False, True, True]
+    [row1] = [line for line in table.splitlines() if line.startswith("| 1 ")]
+    assert f"| {t1['joules_per_token']:.2f} |" in row1
+    assert "C=2: throttled w2; C=4: node lost w3." in table
+    assert {"energy", "node_timeline"} <= set(rendered.figures)
