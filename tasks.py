@@ -14,7 +14,7 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from bench.errors import BenchError
-from cluster import checks, containers, memcheck, serving, sweeptelemetry, weights
+from cluster import checks, containers, memcheck, nodeview, serving, sweeptelemetry, weights
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
 from cluster.config import Settings, defaults, from_invoke
@@ -66,6 +66,8 @@ def status(c: Context) -> None:
         reachable = [f.node for f in facts.values() if f.reachable]
         print(render_status(facts, weights.presence(cl, reachable)))
         print()
+        print(nodeview.render_readings(cl, [n for n in cl.nodes if n.name in reachable]))
+        print()
         print("\n".join(serving.summary(cl).lines()))
 
 
@@ -89,6 +91,17 @@ def doctor(c: Context, strict: bool = False, model: str | None = None) -> None:
         if bad or (strict and warned):
             raise Exit(f"doctor: {len(bad)} check(s) failed, {len(warned)} warning(s)", code=1)
         print(f"doctor: all {len(found)} checks passed" + (f" ({len(warned)} warnings)" if warned else ""))
+
+
+@task(help={"seconds": "End after this many seconds (default: run until Ctrl-C).",
+            "refresh": "Seconds between redraws (default 1)."})
+@reports_errors
+def watch(c: Context, seconds: float | None = None, refresh: float = 1.0) -> None:
+    """Live view: every node's power, clock, temperature, memory, load; the server's gauges; a sweep's progress."""
+    from cluster.watch import watch as run_watch
+
+    with cluster(c) as cl:
+        run_watch(cl, refresh_s=float(refresh), seconds=float(seconds) if seconds is not None else None)
 
 
 DRY_RUN_HELP = "Print, per host, the commands that would change something; change nothing."
@@ -395,7 +408,7 @@ def prune(c: Context, node: str = "all", older_than: str | None = None, dry_run:
                    code=1)
 
 
-ns = Collection(status, doctor, stage, verify_weights, clear_weights,
+ns = Collection(status, watch, doctor, stage, verify_weights, clear_weights,
                 rebuild, verify, distribute, backup, restore, prune,
                 launch, stop, logs, bench, report)
 ns.configure(defaults())
