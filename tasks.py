@@ -66,7 +66,7 @@ def status(c: Context) -> None:
         reachable = [f.node for f in facts.values() if f.reachable]
         print(render_status(facts, weights.presence(cl, reachable)))
         print()
-        print(nodeview.render_readings(cl, [n for n in cl.nodes if n.name in reachable]))
+        print(nodeview.render_readings(cl, reachable))
         print()
         print("\n".join(serving.summary(cl).lines()))
 

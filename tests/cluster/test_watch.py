@@ -119,3 +119,19 @@ def test_watch_shows_nodes_gauges_sweep_and_a_throttled_node(lab: tuple[Any, Pat
         wait_screen(session, lambda s: s.rstrip().endswith(("$", "#")) or "Pane is dead" in s, 15)
     finally:
         subprocess.run(["tmux", "kill-session", "-t", session], capture_output=True)
+
+
+def test_status_shows_each_nodes_power_clock_and_temperature(lab: tuple[Any, Path]) -> None:
+    from testbeds.clustertool import inv
+
+    sim, cfg = lab
+    scenario(sim, "w3", readings={"power.draw": 9.5, "clocks.sm": 600, "utilization.gpu": 97})
+    r = inv(cfg, "status")
+    assert r.returncode == 0, r.stdout + r.stderr
+    lines = r.stdout.splitlines()
+    [header] = [line for line in lines if line.startswith("node") and "power W" in line]
+    assert header.split()[:6] == ["node", "power", "W", "SM", "MHz", "temp"]
+    rows = {line.split()[0]: line.split() for line in lines[lines.index(header) + 2:] if line.strip()}
+    for node, watts in {**POWER, "w3": 9.5}.items():
+        assert node in rows, r.stdout
+        assert rows[node][1:4] == [f"{watts:.1f}", "600" if node == "w3" else "2400", "35"], rows.get(node)
