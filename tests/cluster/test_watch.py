@@ -135,3 +135,30 @@ def test_status_shows_each_nodes_power_clock_and_temperature(lab: tuple[Any, Pat
     for node, watts in {**POWER, "w3": 9.5}.items():
         assert node in rows, r.stdout
         assert rows[node][1:4] == [f"{watts:.1f}", "600" if node == "w3" else "2400", "35"], rows.get(node)
+
+
+def test_stall_log_tails_saved_for_head_and_workers(lab: tuple[Any, Path]) -> None:
+    """What the watchdog's `save_logs` writes, over real SSH: each node's serving container log
+    tail, and for a node without one the reason, naming it."""
+    from cluster import config, sweeptelemetry
+    from cluster.remote import Cluster
+
+    sim, cfg = lab
+    image = "gx10-logtail-test"
+    sim.build_test_image("head", image)
+    sim.distribute_test_image(image, ["w1", "w2"])
+    for node in ("head", "w1", "w2"):
+        sim.node_run(node, f"podman run -d --name vllm_node {image} sh -c 'for i in 1 2 3; do echo {node}-line-$i; done; "
+                     "sleep 60'", check=True)
+    try:
+        time.sleep(1.0)
+        with Cluster(config.load(cfg)) as cl:
+            paths = sweeptelemetry.save_log_tails(cl, cfg.parent / "results" / "m", lines=2)
+        texts = {p.stem: p.read_text() for p in paths}
+        assert sorted(texts) == sorted(POWER)
+        for node in ("head", "w1", "w2"):
+            assert texts[node].split() == [f"{node}-line-2", f"{node}-line-3"], texts[node]
+        assert texts["w3"].startswith("# could not read vllm_node's log on w3: exit ")
+    finally:
+        for node in POWER:
+            sim.node_run(node, f"podman rm -f -t 0 vllm_node >/dev/null 2>&1; podman rmi -f {image} >/dev/null 2>&1; true")
