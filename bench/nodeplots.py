@@ -49,6 +49,18 @@ def energy(runs: Sequence[Run]) -> Figure | None:
 
 
 FIGURES: dict[str, Callable[[Sequence[Run]], Figure | None]] = {"energy": energy}
+# bench.plots' figures against concurrency whose flagged points are ringed too: figure -> column
+MARKED = {"throughput": "output_tok_s", "per_user": "decode_tok_s_p50", "ttft": "ttft_p50_ms"}
+
+
+def mark_flagged(name: str, fig: Figure, runs: Sequence[Run]) -> None:
+    """Ring the flagged points (node named) on one of bench.plots' figures, in place."""
+    column = MARKED.get(name)
+    if column is None or not fig.axes:
+        return
+    for r in runs:
+        if "node_flags" in r.frame and r.frame["node_flags"].map(lambda v: isinstance(v, str)).any():
+            _flagged(fig.axes[0], r, column)
 
 PANELS = (("power_w", "GPU power (W)"), ("sm_clock_mhz", "SM clock (MHz)"), ("temp_c", "temperature (\u00b0C)"))
 

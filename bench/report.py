@@ -353,6 +353,7 @@ def render_runs(runs: Sequence[plots.Run], folder: str | Path) -> Rendered:
             for stale in (out / f"{name}.png", out / f"{name}.svg"):
                 stale.unlink(missing_ok=True)
             continue
+        nodeplots.mark_flagged(name, fig, runs)
         rendered.figures[name] = plots.save(fig, out, name)
     csv_path = out / TELEMETRY_FILE
     if len(runs) == 1 and csv_path.exists():  # one sweep's folder: its node timeline
