@@ -14,7 +14,7 @@ from invoke import Collection, Context, task
 from invoke.exceptions import Exit
 
 from bench.errors import BenchError
-from cluster import checks, configfiles, containers, serving, weights
+from cluster import checks, configfiles, containers, memcheck, nodeview, serving, sweeptelemetry, weights
 from cluster import doctor as doctor_mod
 from cluster import facts as facts_mod
 from cluster.config import Settings, defaults, from_invoke
@@ -85,6 +85,8 @@ def status(c: Context) -> None:
         reachable = [f.node for f in facts.values() if f.reachable]
         print(render_status(facts, weights.presence(cl, reachable)))
         print()
+        print(nodeview.render_readings(cl, reachable))
+        print()
         print("\n".join(serving.summary(cl).lines()))
     down = [name for name, f in facts.items() if not f.reachable]
     if down:
@@ -104,11 +106,24 @@ def doctor(c: Context, strict: bool = False, model: str | None = None) -> None:
         if facts[cl.head.name].reachable:
             found += doctor_mod.head_checks(cl)
         found += preflight(cl, spec, facts)
+        if spec:
+            found += memcheck.memory_checks(cl, [n for n in cl.nodes if facts[n.name].reachable])
         print(checks.render_checks(found))
         bad, warned = checks.failed(found), checks.warned(found)
         if bad or (strict and warned):
             raise Exit(f"doctor: {len(bad)} check(s) failed, {len(warned)} warning(s)", code=1)
         print(f"doctor: all {len(found)} checks passed" + (f" ({len(warned)} warnings)" if warned else ""))
+
+
+@task(help={"seconds": "End after this many seconds (default: run until Ctrl-C).",
+            "refresh": "Seconds between redraws (default 1)."})
+@reports_errors
+def watch(c: Context, seconds: float | None = None, refresh: float = 1.0) -> None:
+    """Live view: every node's power, clock, temperature, memory, load; the server's gauges; a sweep's progress."""
+    from cluster.watch import watch as run_watch
+
+    with cluster(c) as cl:
+        run_watch(cl, refresh_s=float(refresh), seconds=float(seconds) if seconds is not None else None)
 
 
 DRY_RUN_HELP = "Print, per host, the commands that would change something; change nothing."
@@ -203,9 +218,29 @@ def bench(c: Context, model: str | None = None, concurrency: str | None = None, 
                 api=api or b.api, results_dir=s.results_dir, rerun=rerun,
             )
 
-    code = bench_cli.run(sweep_config, demo=model == "demo")
+    if model == "demo":
+        code = bench_cli.run(sweep_config, demo=True)
+    else:
+        code = _bench_with_telemetry(s, sweep_config)
     if code:
         raise Exit(code=code)
+
+
+def _bench_with_telemetry(s: Settings, make: Callable[[], Any]) -> int:
+    """The sweep with every node's sampler running (cluster/sweeptelemetry.py) and bench's
+    TelemetryHooks fed from it; the stall watchdog saves container log tails under results/."""
+    from bench import cli as bench_cli
+    from bench.hooks import TelemetryHooks
+    from bench.telemetry import FlagRules
+
+    with Cluster(s) as cl, sweeptelemetry.recording(cl) as tel:
+        def sweep_config() -> Any:
+            cfg = make()
+            cfg.hooks = TelemetryHooks(tel.data, tel.mark, tel.save_logs, FlagRules(**tel.rules))
+            cfg.stall_s = tel.stall_s
+            return cfg
+
+        return bench_cli.run(sweep_config, demo=False)
 
 
 @task(
@@ -250,12 +285,14 @@ def report(c: Context, model: str | None = None, load_only: bool = False, compar
         "timeout": "Minutes, from the launcher's start, to wait for /health = 200 (default: 1.5 x the upper "
                    "bound of the model's load_minutes).",
         "no-wait": "Return once the launcher has started the containers; do not wait for /health.",
+        "drop-page-cache": "sync and drop the page cache on every node before the memory preflight "
+                           "(default: memory.drop_page_cache).",
         "dry-run": DRY_RUN_HELP,
     }
 )
 @reports_errors
 def launch(c: Context, model: str | None = None, timeout: str | None = None, no_wait: bool = False,
-           dry_run: bool = False) -> None:
+           drop_page_cache: bool = False, dry_run: bool = False) -> None:
     """Serve a model: stop what serves, check image and weights, start the launcher, wait for /health."""
     s = settings(c)
     spec = s.model(model)
@@ -266,7 +303,7 @@ def launch(c: Context, model: str | None = None, timeout: str | None = None, no_
     if minutes <= 0:
         raise Exit(f"--timeout must be positive, got {timeout!r}", code=2)
     with Cluster(s, dry_run=dry_run) as cl:
-        launcher.launch(cl, spec, timeout_s=minutes * 60, wait=not no_wait)
+        launcher.launch(cl, spec, timeout_s=minutes * 60, wait=not no_wait, drop_cache=drop_page_cache)
 
 
 @task(help={"node": "Node name(s), comma-separated, or all (default; also removes the launch record).",
@@ -393,7 +430,7 @@ def prune(c: Context, node: str = "all", older_than: str | None = None, dry_run:
                    code=1)
 
 
-ns = Collection(status, doctor, stage, verify_weights, clear_weights,
+ns = Collection(status, watch, doctor, stage, verify_weights, clear_weights,
                 rebuild, verify, distribute, backup, restore, prune,
                 launch, stop, logs, bench, report)
 ns.configure(defaults())

@@ -103,6 +103,7 @@ class RequestResult:
     output_tokens: int | None = None
     tokens_source: str | None = None
     timing_source: str = TIMING_READ
+    t_last_read_ns: int | None = None  # newest read of any byte of the stream (stall watchdog)
 
 
 class _Malformed(Exception):
@@ -132,13 +133,26 @@ def _content_of(obj: dict[str, Any]) -> tuple[bool, int | None]:
 
 
 async def send_request(session: aiohttp.ClientSession, base_url: str,
-                       spec: RequestSpec) -> RequestResult:
-    """Send one streaming request; never raises for server or network faults (records them)."""
+                       spec: RequestSpec, in_flight: dict[int, RequestResult] | None = None) -> RequestResult:
+    """Send one streaming request; never raises for server or network faults (records them).
+    `in_flight`: the result is in this dict (by id)  while the request runs (the stall watchdog reads it)."""
     body = json.dumps(spec.body()).encode()
     headers = {"Content-Type": "application/json", "X-Request-Id": spec.rid}
     url = base_url.rstrip("/") + spec.path()
     t_call = time.perf_counter_ns()
     res = RequestResult(rid=spec.rid, t_send_ns=t_call, t_call_ns=t_call)
+    if in_flight is not None:
+        in_flight[id(res)] = res
+    try:
+        return await _send(session, url, body, headers, res)
+    finally:
+        if in_flight is not None:
+            in_flight.pop(id(res), None)
+
+
+async def _send(session: aiohttp.ClientSession, url: str, body: bytes, headers: dict[str, str],
+                res: RequestResult) -> RequestResult:
+    t_call = res.t_send_ns
     got_done = False
     try:
         async with session.post(url, data=body, headers=headers) as resp:
@@ -219,6 +233,7 @@ class EventParser:
     def feed(self, data: bytes, t_kernel: int | None, t_read: int) -> None:
         if self.finished.done():
             return
+        self.res.t_last_read_ns = t_read
         if t_kernel is None:
             self.kernel = False
         lines = (self._buf + data).split(b"\n")

@@ -22,10 +22,12 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench import plots
+from bench import nodeplots, plots
 from bench.configview import ClusterConfig
+from bench.hooks import TELEMETRY_FILE
 from bench.results import ResultsError, load_results
 from bench.shapes import ResultsDoc
+from bench.telemetry import read_telemetry_csv
 
 # bench.sweep and bench.sim (aiohttp) are imported where a sweep is about to run, so
 # re-rendering from results.json starts quickly.
@@ -219,7 +221,11 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("TPOT p50 (ms)", "tpot_p50_ms", 2),
     ("ITL p99 (ms)", "itl_p99_ms", 2),
     ("Accept. length", "acceptance_length", 2),
+    ("J / output token", "joules_per_token", 2),
+    ("Tok/s per W", "tokens_per_s_per_watt", 3),
 )
+OPTIONAL_COLUMNS = ("acceptance_length", "joules_per_token", "tokens_per_s_per_watt")  # shown when measured
+NODE_FLAG_MARK = "\u2021"
 
 
 def _flag(value: Any) -> bool:
@@ -248,6 +254,9 @@ DEFINITIONS = {
     "TPOT p50 (ms)": "TPOT: (last \u2212 first token) / (N \u2212 1).",
     "ITL p99 (ms)": "ITL: gaps between tokens (a chunk of k tokens gives k gaps of 1/k of its gap).",
     "Accept. length": "Accept. length: 1 + accepted / drafts (MTP, from the server's counters).",
+    "J / output token": "J / output token: GPU energy of all nodes over the point (nvidia-smi power.draw, "
+                        "trapezoid rule) / output tokens of all its requests.",
+    "Tok/s per W": "Tok/s per W: output tokens / joules.",
     "Failed": "Failed: failed / measured requests.",
 }
 
@@ -258,7 +267,7 @@ def parse_header(table: str) -> list[str]:
 
 def markdown_table(runs: Sequence[plots.Run]) -> str:
     """One row per concurrency (and model, when several), numbers rounded for reading."""
-    cols = [c for c in COLUMNS if c[1] != "acceptance_length" or any(r.has(c[1]) for r in runs)]
+    cols = [c for c in COLUMNS if c[1] not in OPTIONAL_COLUMNS or any(r.has(c[1]) for r in runs)]
     many = len(runs) > 1
     header = ["Concurrency", *(["Model"] if many else []), *(c[0] for c in cols), "Failed"]
     rows = []
@@ -270,6 +279,7 @@ def markdown_table(runs: Sequence[plots.Run]) -> str:
                 continue
             row = match.iloc[0]
             mark = f" {CLIENT_BOUND_MARK}" if _flag(row["client_bound"]) else ""
+            mark += f" {NODE_FLAG_MARK}" if isinstance(row.get("node_flags"), str) else ""
             failed, ok = int(row["failed"] or 0), int(row["completed"] or 0)
             rows.append([f"{c}{mark}", *([r.name] if many else []),
                          *(_fmt(row[col], d) for _, col, d in cols), f"{failed}/{failed + ok}"])
@@ -293,6 +303,11 @@ def markdown_report(runs: Sequence[plots.Run]) -> str:
     if any(_flag(v) for r in runs for v in r.frame["client_bound"]):
         out += [f"{CLIENT_BOUND_MARK} The benchmark client's event loop lagged more than "
                 f"{_client_bound_ms(runs)} ms (p99) at this point: latencies may include client delay.", ""]
+    flagged = [f"C={int(row['concurrency'])}{f' ({r.name})' if len(runs) > 1 else ''}: {row['node_flags']}"
+               for r in runs for _, row in r.frame.iterrows() if isinstance(row.get("node_flags"), str)]
+    if flagged:
+        out += [f"{NODE_FLAG_MARK} A node was not in a fit state during this point (docs/telemetry.md): "
+                + "; ".join(flagged) + ".", ""]
     shown = parse_header(markdown_table(runs))
     out += [" ".join(text for header, text in DEFINITIONS.items() if header in shown)
             + " Definitions: docs/metrics.md.", ""]
@@ -332,13 +347,19 @@ def render_runs(runs: Sequence[plots.Run], folder: str | Path) -> Rendered:
     table = out / TABLE_FILE
     table.write_text(markdown)
     rendered = Rendered(folder=out, table=table, markdown=markdown)
-    for name, draw in plots.FIGURES.items():
+    for name, draw in {**plots.FIGURES, **nodeplots.FIGURES}.items():
         fig = draw(runs)
         if fig is None:
             for stale in (out / f"{name}.png", out / f"{name}.svg"):
                 stale.unlink(missing_ok=True)
             continue
+        nodeplots.mark_flagged(name, fig, runs)
         rendered.figures[name] = plots.save(fig, out, name)
+    csv_path = out / TELEMETRY_FILE
+    if len(runs) == 1 and csv_path.exists():  # one sweep's folder: its node timeline
+        fig = nodeplots.timeline(read_telemetry_csv(csv_path), runs[0])
+        if fig is not None:
+            rendered.figures["node_timeline"] = plots.save(fig, out, "node_timeline")
     return rendered
 
 

@@ -110,6 +110,14 @@ def _get(d: Any, *keys: str) -> Any:
     return d
 
 
+def node_flags(point: Any) -> str | None:
+    """The point's node flags as text, node named: "throttled w2; node lost w3" (None: none)."""
+    flags = (point.get("telemetry") or {}).get("flags") or {}
+    parts = [f"{kind.replace('_', ' ')} {', '.join(sorted({f['node'] for f in spans}))}"
+             for kind, spans in flags.items() if spans]
+    return "; ".join(parts) or None
+
+
 def points_frame(doc: ResultsDoc) -> pd.DataFrame:
     """One row per concurrency point, flat columns (`ttft_p50_ms`, `output_tok_s`, ...)."""
     rows = []
@@ -137,6 +145,10 @@ def points_frame(doc: ResultsDoc) -> pd.DataFrame:
             "kv_cache_usage_max": _get(p, "server", "gauges", "kv_cache_usage_perc", "max"),
             "client_cpu_pct": _get(p, "client", "cpu_pct"),
             "client_bound": _get(p, "client", "client_bound"),
+            "joules_per_token": _get(p, "telemetry", "joules_per_token"),
+            "tokens_per_s_per_watt": _get(p, "telemetry", "tokens_per_s_per_watt"),
+            "mean_power_w": _get(p, "telemetry", "mean_power_w"),
+            "node_flags": node_flags(p),
         }
         for short, key in DIST_COLUMNS.items():
             for stat in ("mean", "p50", "p90", "p99"):

@@ -135,6 +135,7 @@ class PointSummary(TypedDict):
     client: NotRequired[ClientHealth]
     run_id: NotRequired[str]
     t0_perf_ns: NotRequired[int]
+    telemetry: NotRequired[dict[str, Any]]   # node telemetry (bench/hooks.py TelemetryHooks)
 
 
 class ResultsDoc(TypedDict):
@@ -149,3 +150,4 @@ class ResultsDoc(TypedDict):
     updated_at: str | None
     settings: dict[str, Any]
     points: list[PointSummary]
+    stalled: NotRequired[dict[str, Any]]     # the point the stall watchdog stopped (bench/watchdog.py)

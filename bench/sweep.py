@@ -37,11 +37,13 @@ from tqdm import tqdm
 
 from bench import client, results, servermetrics
 from bench.errors import BenchError
+from bench.hooks import SweepHooks
 from bench.looplag import LoopLag
 from bench.pacing import STARTS_PER_LOOP_TURN, StartGate
 from bench.prompts import calibrate_words, fit_prompts, make_prompt
 from bench.shapes import PointSummary, RequestRow, ResultsDoc
 from bench.summary import client_health, request_row, summarize_point
+from bench.watchdog import EngineStalled, Watchdog
 
 log = logging.getLogger("bench")
 
@@ -86,6 +88,8 @@ class SweepConfig:
     slo_e2el_ms: float | None = None
     timeouts: client.Timeouts = field(default_factory=client.Timeouts)
     scrape_interval_s: float = 0.5
+    stall_s: float | None = 120.0   # stall watchdog (bench/watchdog.py); None: off
+    hooks: SweepHooks = field(default_factory=SweepHooks, compare=False, repr=False)
 
     @property
     def folder(self) -> Path:
@@ -208,6 +212,7 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
         lag.start()
         cpu0, wall0 = time.process_time(), time.perf_counter()
         gate = StartGate(STARTS_PER_LOOP_TURN)
+        dog = Watchdog(cfg.stall_s or 0.0, c)
 
         async def worker() -> None:
             nonlocal next_index
@@ -219,7 +224,8 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
                 spec = client.RequestSpec(rid=f"{run_id}-c{c}-{i}", model=cfg.model,
                                           prompt=prompts[i], max_tokens=cfg.output_len,
                                           api=cfg.api)
-                res = await client.send_request(session, cfg.base_url, spec)
+                res = await client.send_request(session, cfg.base_url, spec, dog.in_flight)
+                dog.ended(res)
                 res.t_intended_ns = t_free
                 got[i] = res
                 t_free = time.perf_counter_ns()
@@ -230,7 +236,8 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
         gc.collect()
         gc.freeze()
         try:
-            await asyncio.gather(*(worker() for _ in range(c)))
+            await _guarded(asyncio.gather(*(worker() for _ in range(c))),
+                           dog if cfg.stall_s else None)
         finally:
             gc.unfreeze()
             bar.close()
@@ -249,6 +256,23 @@ async def run_point(cfg: SweepConfig, c: int, words: int, run_id: str, t0_ns: in
     point["client"] = client_health(measured, lag.lags_ms, cpu, wall)
     rows = [request_row(r, c, i, i < n_warm, t0_ns) for i, r in enumerate(done)]
     return point, rows
+
+
+async def _guarded(work: asyncio.Future[Any], dog: Watchdog | None) -> None:
+    """Await the workers; if the watchdog fires first, cancel them and raise EngineStalled."""
+    if dog is None:
+        await work
+        return
+    watch = asyncio.ensure_future(dog.run())
+    try:
+        await asyncio.wait((work, watch), return_when=asyncio.FIRST_COMPLETED)
+        if watch.done():
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
+            watch.result()
+        await work
+    finally:
+        watch.cancel()
 
 
 # -- the sweep ---------------------------------------------------------------------------------
@@ -314,7 +338,18 @@ async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> ResultsDoc:
         for c in todo:
             log.info("point C=%d: %d warm-up + %d measured requests", c, cfg.warmup_for(c),
                      cfg.requests_for(c))
-            point, rows = await run_point(cfg, c, words, run_id, t0, progress, fit=calibrated)
+            cfg.hooks.point_start(c)
+            start = time.time()
+            try:
+                point, rows = await run_point(cfg, c, words, run_id, t0, progress, fit=calibrated)
+            except EngineStalled as exc:
+                saved = cfg.hooks.stalled(c, str(exc), folder)
+                log.error("%s; logs: %s", exc, ", ".join(map(str, saved)) or "none saved")
+                doc["stalled"] = {"concurrency": c, "error": str(exc), "at": _now_iso(),
+                                  "logs": [str(p) for p in saved]}
+                results.write_json_atomic(folder / results.RESULTS_FILE, doc)
+                raise
+            cfg.hooks.point_end(c, point, rows, start, time.time(), folder)
             point["run_id"] = run_id
             point["t0_perf_ns"] = t0
             for r in rows:

@@ -122,6 +122,8 @@ class Settings:
     images: dict[str, ImageSpec]
     wheels: tuple[str, ...]
     bench: BenchDefaults
+    telemetry: Mapping[str, Any] = field(default_factory=dict)   # cluster/sweeptelemetry.py reads it
+    memory: Mapping[str, Any] = field(default_factory=dict)      # cluster/memcheck.py reads it
     placeholders: tuple[str, ...] = field(default=())
 
     @property
@@ -378,6 +380,8 @@ def validate(data: Mapping[str, Any]) -> Settings:
             requests_per_point=b.number("requests_per_point", None),
             api=b.text("api", "chat"),
         ),
+        telemetry=dict(root.raw("telemetry", {}) or {}),
+        memory=dict(root.raw("memory", {}) or {}),
         placeholders=tuple(
             _placeholders(data.get("cluster"), "cluster") + _placeholders(data.get("control"), "control")
         ),

@@ -77,3 +77,38 @@ def served_ids(doc: object) -> list[str]:
 def version_of(doc: object) -> str | None:
     """The version a `/version` document reports."""
     return str(doc["version"]) if isinstance(doc, dict) and doc.get("version") else None
+
+
+@dataclass(frozen=True)
+class Generated:
+    ok: bool             # a completion came back with at least one token
+    status: int | None   # its HTTP status, when one came back
+    detail: str
+
+
+def first_token(host: str, port: int, model: str, timeout: float = 30.0) -> Generated:
+    """POST one tiny completion (1 token, greedy). `/health` answers 200 as soon as the API
+    server is up, before the engine has generated anything (and stays 200 when it is wedged):
+    only a returned token says the model serves."""
+    body = json.dumps({"model": model, "prompt": "Hello", "max_tokens": 1, "temperature": 0}).encode()
+    conn = http.client.HTTPConnection(host, port, timeout=timeout)
+    try:
+        conn.request("POST", "/v1/completions", body, {"Content-Type": "application/json"})
+        resp = conn.getresponse()
+        raw = resp.read()
+    except TimeoutError:
+        return Generated(False, None, f"no completion within {timeout:g} s")
+    except (OSError, http.client.HTTPException) as e:
+        return Generated(False, None, f"completion failed: {type(e).__name__}: {e}")
+    finally:
+        conn.close()
+    if resp.status != 200:
+        return Generated(False, resp.status, f"completion answered HTTP {resp.status}: {raw[:120].decode(errors='replace')}")
+    try:
+        doc = json.loads(raw.decode())
+        tokens = int((doc.get("usage") or {}).get("completion_tokens") or 0)
+    except (ValueError, AttributeError, TypeError):
+        return Generated(False, 200, "completion answer is not vLLM's JSON")
+    if tokens < 1:
+        return Generated(False, 200, "completion returned no token")
+    return Generated(True, 200, f"1 token in reply to a {len(body)}-byte request")

@@ -31,7 +31,10 @@ stays flat however many requests a soak sends.
 
 Faults: `fail_every` (every Nth request answers HTTP `fail_status`), `cut_every` (the stream is
 cut after `fault_after_tokens` tokens), `stall_every` (the stream stops for `stall_s`),
-`malformed_every` (one event is not JSON).
+`malformed_every` (one event is not JSON), `wedge_after_tokens` (a wedged engine, as after an
+NCCL hang: once that many tokens went out in all, every stream and every new request stays open
+and silent, `/health` stays 200), `generate_delay_s` (`/health` answers 200 before the engine
+can generate: completions answer 503 until then).
 
 Modules: `config` (`SimConfig`, the tokenizer), `engine` (step loop, metrics, chunk truth), `app`
 (`SimServer`: routes, answer shapes, faults), `runner` (`sim_endpoint(cfg)`, `BackgroundSim`, and

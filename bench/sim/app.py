@@ -38,6 +38,8 @@ class SimServer:
         self.metrics = self.engine.metrics
         self._runner: web.AppRunner | None = None
         self._arrivals = 0
+        self._tokens_out = 0   # for wedge_after_tokens
+        self._stopping = False
         self._started = time.monotonic()
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -69,6 +71,7 @@ class SimServer:
         return self.base_url
 
     async def stop(self) -> None:
+        self._stopping = True
         if self._runner is not None:
             await self._runner.cleanup()
             self._runner = None
@@ -80,6 +83,23 @@ class SimServer:
 
     async def __aexit__(self, *exc: object) -> None:
         await self.stop()
+
+    def _wedged(self, n: int) -> bool:
+        """Count tokens out; True once `wedge_after_tokens` is passed (the engine hangs)."""
+        limit = self.cfg.wedge_after_tokens
+        if limit <= 0:
+            return False
+        if self._tokens_out + n > limit or self._tokens_out > limit:
+            self._tokens_out = limit + 1
+            return True
+        self._tokens_out += n
+        return False
+
+    async def _hold(self, request: web.Request) -> None:
+        """Keep the connection open and send nothing until the client goes or the server stops."""
+        while not self._stopping and request.transport is not None \
+                and not request.transport.is_closing():
+            await asyncio.sleep(0.1)
 
     # -- HTTP handlers -----------------------------------------------------------------------
 
@@ -141,6 +161,11 @@ class SimServer:
         t_handler = time.perf_counter_ns()
         if not self._loaded():
             return self._error(503, "model is loading", "ServiceUnavailableError")
+        if time.monotonic() - self._started < self.cfg.generate_delay_s:
+            return self._error(503, "engine is not ready", "ServiceUnavailableError")
+        if self._wedged(0):
+            await self._hold(request)
+            return web.Response(status=503)
         try:
             body = await request.json()
         except json.JSONDecodeError:
@@ -293,6 +318,9 @@ class SimServer:
             done = 0
             while done < req.max_tokens:
                 n = await req.queue.get()
+                if self._wedged(n):
+                    await self._hold(request)
+                    return resp
                 text = "".join(self._text(req.rid, i) for i in range(done, done + n))
                 ids = list(range(done, done + n))
                 done += n

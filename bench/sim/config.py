@@ -34,6 +34,8 @@ class SimConfig:
     stall_s: float = 5.0
     malformed_every: int = 0
     fault_after_tokens: int = 4
+    wedge_after_tokens: int = 0   # >0: after this many tokens in all, every stream goes silent
+    generate_delay_s: float = 0.0  # completions answer 503 until this long after start (health may be 200)
     record_truth: bool = True
     # Truth records kept (the newest): a test asks about the requests it just sent, and a day-long
     # soak against the embedded endpoint must not grow by one record per request.

@@ -7,7 +7,7 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from .. import serving
+from .. import memcheck, serving
 from ..checks import failed
 from ..config import ModelSpec, Settings
 from ..containers import remove, survey
@@ -40,8 +40,11 @@ def launcher_command(settings: Settings, spec: ModelSpec) -> str:
     return f"cd {repo} && {run} < /dev/null"
 
 
-def launch(cluster: Cluster, spec: ModelSpec, *, timeout_s: float, wait: bool = True) -> Outcome:
-    """Refuse, stop what serves, record, start through the launcher, and (with `wait`) watch."""
+def launch(cluster: Cluster, spec: ModelSpec, *, timeout_s: float, wait: bool = True,
+           drop_cache: bool = False) -> Outcome:
+    """Refuse, stop what serves, record, start through the launcher, and (with `wait`) watch.
+    The memory preflight runs once what served is gone (its memory is then free), after the
+    optional page-cache drop (`drop_cache` or `memory.drop_page_cache`)."""
     s, head = cluster.settings, cluster.head
     facts = gather(cluster)
     down = {n: f.error for n, f in facts.items() if not f.reachable}
@@ -59,6 +62,12 @@ def launch(cluster: Cluster, spec: ModelSpec, *, timeout_s: float, wait: bool = 
         cur = identify(cluster, sv)
         cluster.say(f"single tenancy: stopping {cur.describe()}")
         remove(cluster, cur.containers)
+    if memcheck.should_drop(s, drop_cache):
+        memcheck.drop_page_cache(cluster)
+    short = failed(memcheck.memory_checks(cluster))
+    if short and not cluster.dry_run:
+        raise LaunchRefused(f"cannot launch {spec.name}: not enough memory; nothing was started:\n"
+                            + "\n".join(f"  {f.node}: {f.detail}\n    fix: {f.fix}" for f in short))
     ports = {s.api_port: "API port", spec.master_port: "master port"}
     if not cluster.dry_run:
         wait_ports_free(cluster, ports)

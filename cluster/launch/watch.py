@@ -27,6 +27,7 @@ from .errors import ContainerExited, EngineDied, HealthTimeout, LauncherFailed, 
 LAUNCHER_TIMEOUT_S = 900.0  # run-recipe -d returns once the containers and Ray are up
 HEALTH_EVERY_S = 0.5
 HEALTH_TIMEOUT_S = 1.0
+GENERATE_TIMEOUT_S = 30.0  # one 1-token completion once /health is 200
 SWEEP_EVERY_S = 3.0
 DOWN_GRACE_S = 2.0  # refused this long after a server held the port: the engine is gone
 PROGRESS_EVERY_S = 30.0
@@ -106,7 +107,7 @@ class Watch:
         spec, s, head = self.spec, self.s, self.cluster.head
         deadline = self.start + self.timeout_s
         lo, hi = spec.load_minutes
-        listening_seen = False
+        listening_seen = generate_noted = False
         down_since: float | None = None
         last_progress = 0.0
         last = health.Probe(health.DOWN, None, "not asked yet")
@@ -121,7 +122,14 @@ class Watch:
             if wait:
                 last = health.probe(head.mgmt, s.api_port, "/health", HEALTH_TIMEOUT_S)
                 if last.state == health.READY:
-                    return self._ready(time.monotonic())
+                    # ready = /health 200 AND one tiny completion returns a token (a 404: wrong model, told by _ready)
+                    gen = health.first_token(head.mgmt, s.api_port, spec.served_name, GENERATE_TIMEOUT_S)
+                    if gen.ok or gen.status == 404:
+                        return self._ready(time.monotonic())
+                    if not generate_noted:
+                        generate_noted = True
+                        self.cluster.say(f"{head.name}:{s.api_port}/health = 200 but no token yet ({gen.detail}): waiting")
+                    last = health.Probe(health.LOADING, 200, f"/health 200, {gen.detail}")
                 if last.listening and not listening_seen:
                     listening_seen = True
                     self.cluster.say(f"{head.name}:{s.api_port} is listening ({last.detail}): loading")

@@ -359,3 +359,52 @@ def test_doctor_launch_preflight(env: tuple[Any, Path]) -> None:
     assert any(r.startswith("WARN  w2      container") and "stray" in r for r in rows)
     assert any(r.startswith("OK    head    API port") for r in rows)
     assert any(r.startswith("FAIL  head    nemotron master port") and "held by python" in r for r in rows), d.stdout
+
+
+def test_launch_is_ready_only_once_a_token_comes_back(env: tuple[Any, Path]) -> None:
+    """/health answers 200 after 1 s, the engine generates only after 4 s: ready (and the load time) waits for the token."""
+    sim, cfg = env
+    data = yaml.safe_load((harness.LAUNCHER / RECIPES["nemotron"]).read_text())
+    data["defaults"]["load_delay"] = 1
+    data["command"] = data["command"].rstrip("\n") + " --config '{{\"generate_delay_s\": 4}}'\n"
+    sim.node_run("head", f"cat > {REPO}/{RECIPES['nemotron']}", input=yaml.safe_dump(data), check=True)
+    r = inv(cfg, "launch", "--model", "nemotron", "--timeout", "2")
+    assert r.returncode == 0, r.stdout + r.stderr
+    assert "/health = 200 but no token yet (completion answered HTTP 503" in r.stdout
+    rec = record(sim)
+    assert rec and rec["load_seconds"] >= 4, rec
+
+
+def test_memory_preflight_refuses_the_node_without_room_and_drops_the_page_cache(env: tuple[Any, Path]) -> None:
+    """Per-node meminfo files the test writes; w2 has 20 GiB obtainable, the budget is 60 GiB."""
+    sim, cfg = env
+    meminfo, drop = "/root/test-meminfo", "/root/test-drop-caches"
+    gib = 1024 * 1024
+    for node in sim.nodes:
+        free, cached = (8, 12) if node == "w2" else (8, 90)
+        text = (f"MemTotal: {128 * gib} kB\nMemFree: {free * gib} kB\nMemAvailable: {free * gib} kB\n"
+                f"Cached: {cached * gib} kB\nShmem: 0 kB\n")
+        sim.node_run(node, f"printf %s '{text}' > {meminfo}; rm -f {drop}; touch {drop}", check=True)
+    over = dict(telemetry={"meminfo_path": meminfo},
+                memory={"node_budget_gib": 60, "drop_caches_path": drop})
+    cfg = _with(cfg, over)
+    before = containers(sim, status=False)
+    r = inv(cfg, "launch", "--model", "nemotron", "--timeout", "1", "--drop-page-cache")
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "cannot launch nemotron: not enough memory; nothing was started" in r.stderr
+    assert "w2: w2 lacks memory: 20.0 GiB obtainable (MemAvailable 8.0, MemFree 8.0 + page cache 12.0 " \
+           "reclaimable); budget 60 GiB" in r.stderr
+    assert "head:" not in r.stderr.split("not enough memory", 1)[1]  # only the node without room
+    assert containers(sim, status=False) == before
+    for node in sim.nodes:  # the page cache was dropped on every node first
+        assert sim.node_run(node, f"cat {drop}").stdout.strip() == "3", node
+    d = inv(cfg, "doctor", "--model", "nemotron")
+    assert "w2 lacks memory" in d.stdout
+    assert d.stdout.count("98.0 GiB obtainable") == 3  # head, w1, w3: MemFree 8 + page cache 90
+
+
+def _with(cfg: Path, extra: dict[str, Any]) -> Path:
+    data = yaml.safe_load(cfg.read_text())
+    data.update(extra)
+    cfg.write_text(yaml.safe_dump(data))
+    return cfg
