@@ -26,7 +26,13 @@ from bench.sim import SimConfig
 from testbeds.checks import timing
 from testbeds.simsweep import sweep_against_sim
 
-from test_plots import as_measured, assert_blog_png, assert_table_matches, svg_texts  # isort: skip
+from test_plots import (  # isort: skip
+    as_measured,
+    assert_blog_png,
+    assert_figures_show,
+    assert_table_matches,
+    svg_texts,
+)
 
 pytestmark = [pytest.mark.notebooks, pytest.mark.timeout(300)]
 REPO = Path(__file__).resolve().parents[2]
@@ -54,6 +60,7 @@ def assert_report(folder: Path, docs: list[dict[str, Any]], figures: set[str]) -
         if name in figures:
             assert_blog_png(png)
             assert svg_texts(svg)
+    assert_figures_show({name: folder / f"{name}.svg" for name in figures}, docs)
 
 
 # -- the committed notebooks ---------------------------------------------------------------
