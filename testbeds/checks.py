@@ -52,4 +52,4 @@ def scaled(limit: float) -> float:
 def timing(took: float, limit: float, what: str) -> None:
     """Assert `took` < `limit` × the scale factor, saying what, by how much, and the load."""
     bound = scaled(limit)
-    assert took < bound, f"{what} took {took:.4g}, over the bound {bound:.4g} ({load_note()})"
+    assert took < bound, f"{what}: {took:.4g}, over the bound {bound:.4g} ({load_note()})"

@@ -30,7 +30,7 @@ def test_timing_scales_the_bound_and_reports_the_load(monkeypatch: pytest.Monkey
     with pytest.raises(AssertionError) as failed:
         checks.timing(1.5, 1.0, "the thing")
     msg = str(failed.value)
-    assert "the thing took 1.5" in msg and "load average" in msg and f"{checks.SCALE_ENV}=1" in msg
+    assert "the thing: 1.5, over the bound 1" in msg and "load average" in msg and f"{checks.SCALE_ENV}=1" in msg
     monkeypatch.setenv(checks.SCALE_ENV, "2")
     checks.timing(1.5, 1.0, "the thing")  # within 2 × 1.0
     for bad in ("fast", "0.5"):
