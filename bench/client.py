@@ -95,6 +95,7 @@ class RequestResult:
     t_first_parse_ns: int | None = None
     t_last_ns: int | None = None
     t_end_ns: int | None = None
+    t_done_ns: int | None = None  # arrival of the read that brought `data: [DONE]`
     chunk_t_ns: list[int] = field(default_factory=list)
     read_lag_ns: list[int] = field(default_factory=list)
     coalesced: int = 0
@@ -252,6 +253,7 @@ class EventParser:
             payload = raw[5:].strip()
             if payload == b"[DONE]":
                 self.got_done = True
+                res.t_done_ns = t
                 self.finished.set_result(None)
                 return
             try:

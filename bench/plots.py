@@ -16,6 +16,8 @@ Public: `Run` (one run's frame plus what the caption needs), `throughput`, `per_
 from __future__ import annotations
 
 import functools
+import json
+import math
 import textwrap
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
@@ -29,7 +31,7 @@ from matplotlib.axes import Axes
 from matplotlib.figure import Figure
 from matplotlib.layout_engine import ConstrainedLayoutEngine
 from matplotlib.lines import Line2D
-from matplotlib.patches import Patch
+from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from matplotlib.typing import LineStyleType, RcKeyType
 
@@ -394,13 +396,28 @@ FIGURES: dict[str, Callable[[Sequence[Run]], Figure | None]] = {
 }
 
 
+def drawn_series(fig: Figure) -> list[dict[str, list[Any]]]:
+    """Per axes, the data each line draws ({"x": [...], "y": [...]}) and each bar ([x centre,
+    bottom, height]), in data units, NaN as None: saved in the SVG's description so anyone (the
+    tests too) can check that a figure shows the numbers it claims to."""
+
+    def nums(values: Any) -> list[float | None]:
+        return [None if math.isnan(v) else v for v in np.asarray(values, dtype=float).tolist()]
+
+    return [{"lines": [{"x": nums(line.get_xdata()), "y": nums(line.get_ydata())} for line in ax.lines],
+             "bars": [nums([b.get_x() + b.get_width() / 2, b.get_y(), b.get_height()])
+                      for b in ax.patches if isinstance(b, Rectangle)]}
+            for ax in fig.axes]
+
+
 def save(fig: Figure, folder: Path, name: str) -> list[Path]:
-    """Write `<name>.png` (2x) and `<name>.svg`; return both paths."""
+    """Write `<name>.png` (2x) and `<name>.svg` (with `drawn_series` as its description)."""
     folder.mkdir(parents=True, exist_ok=True)
     png, svg = folder / f"{name}.png", folder / f"{name}.svg"
     with mpl.rc_context(STYLE):
         fig.savefig(png, dpi=PNG_DPI, facecolor="white", metadata={"Software": None})
         # The layout is in figure fractions, so the PNG's holds for the SVG: skip solving it again.
         fig.set_layout_engine("none")
-        fig.savefig(svg, facecolor="white", metadata={"Date": None})
+        fig.savefig(svg, facecolor="white",
+                    metadata={"Date": None, "Description": json.dumps({"drawn": drawn_series(fig)})})
     return [png, svg]

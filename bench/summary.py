@@ -39,7 +39,8 @@ def summarize_point(cfg: SweepConfig, c: int, n_warm: int,
     per = [client.request_metrics(r) for r in ok]
     if measured:
         first_send = min(r.t_send_ns for r in measured)
-        last_end = max((r.t_end_ns or r.t_send_ns) for r in measured)
+        # The stream's end as its bytes arrived (the kernel's stamp), not when the loop got to it.
+        last_end = max((r.t_done_ns or r.t_end_ns or r.t_send_ns) for r in measured)
         duration = (last_end - first_send) / 1e9
     else:
         duration = 0.0

@@ -430,8 +430,9 @@ def mtp_row(m: Row) -> list[Any]:
             m.reported["tpot_p50"]]
 
 
-def verdicts(rows: list[Row]) -> list[str]:
-    lines = []
+def verdicts(rows: list[Row]) -> tuple[list[str], list[str]]:
+    """(a line per concurrency, the targets missed); the peer ratio is reported, not a target."""
+    lines, missed = [], []
     ours = {m.c: m for m in rows if m.client == "bench"}
     peer = {m.c: m for m in rows if m.client != "bench"}
     for c, m in sorted(ours.items()):
@@ -443,8 +444,10 @@ def verdicts(rows: list[Row]) -> list[str]:
             if bound is None:
                 continue
             worst = max(abs_p99(errs), abs(m.reported[reported] - pct(true, 99)))
-            checks.append(f"{key.split('_')[0].upper()} p99 error {worst:.3f} ms "
-                          f"{'<=' if worst <= bound else '>'} {bound} ms")
+            check = f"{key.split('_')[0].upper()} p99 error {worst:.3f} ms {'<=' if worst <= bound else '>'} {bound} ms"
+            checks.append(check)
+            if not worst <= bound:  # NaN (no samples) misses too
+                missed.append(f"C={c}: {check}")
         if c in peer:
             p = peer[c]
             for name, a, b in (("TTFT", m.ttft_err, p.ttft_err), ("ITL", m.itl_err, p.itl_err)):
@@ -452,7 +455,7 @@ def verdicts(rows: list[Row]) -> list[str]:
                 checks.append(f"{name} |err| p99 peer/ours {ratio:.1f}x "
                               f"({'>=' if ratio >= 10 else '<'} 10x)")
         lines.append(f"C={c}: " + "; ".join(checks))
-    return lines
+    return lines, missed
 
 
 def main() -> int:
@@ -523,10 +526,21 @@ def main() -> int:
                                 "tokens/chunk p50", "reported TPOT p50"]))
     print("\nTargets (TTFT p99 error <= 1 ms up to C=64, <= 5 ms at C=256; ITL p99 error <= 1 ms "
           "at C=256; the larger of |err| p99 and |p99 delta| counts) and the peer ratio:")
-    for line in verdicts(measured):
+    lines, missed = verdicts(measured)
+    for line in lines:
         print("  " + line)
     if skip is not None:
         print(f"peer rows skipped: {skip}")
+    failed = sum(m.failed for m in measured)
+    if failed:
+        missed.append(f"{failed} requests failed (every request must succeed)")
+    if missed:
+        print(f"MISSED {len(missed)} target(s) (load average now "
+              f"{'/'.join(f'{x:.1f}' for x in os.getloadavg())}):")
+        for line in missed:
+            print("  " + line)
+        return 1
+    print("all targets met")
     return 0
 
 

@@ -3,11 +3,11 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Iterator
 
 import pytest
 
+from testbeds.checks import skip_or_fail
 from testbeds.simcluster import SimCluster, missing_requirements
 
 
@@ -20,10 +20,7 @@ def simcluster() -> Iterator[SimCluster]:
     """
     problems = missing_requirements()
     if problems:
-        reason = "simulated cluster unavailable: " + "; ".join(problems)
-        if os.environ.get("CI"):
-            pytest.fail(reason)
-        pytest.skip(reason)
+        skip_or_fail("simulated cluster unavailable: " + "; ".join(problems))
     cluster = SimCluster()
     try:
         yield cluster.up()

@@ -25,8 +25,10 @@ t_returned]`: `t_sent` is the kernel's stamp of the chunk's bytes leaving the so
 (`send_source: "kernel"`; where there is none, `t_returned` and `"write"`), `t_write` is taken
 just before the write started and `t_returned` after it returned. What the server did, not what
 it planned. `queued_writes` counts writes that the transport had to buffer (sent later, so they
-fall back to `t_returned`; on loopback it stays 0). In process read `SimServer.truth`; out of
-process `GET /sim/truth`. Only the newest `truth_keep` records (default 4096) are kept, so memory
+fall back to `t_returned`; on loopback it stays 0). `drafts` lists, per step that drafted for
+the request, how many of its draft tokens were accepted (also for tokens past `max_tokens` that
+were never sent, as vLLM counts them). In process read `SimServer.truth`; out of process
+`GET /sim/truth`. Only the newest `truth_keep` records (default 4096) are kept, so memory
 stays flat however many requests a soak sends.
 
 Faults: `fail_every` (every Nth request answers HTTP `fail_status`), `cut_every` (the stream is

@@ -230,6 +230,7 @@ class SimServer:
         record["fault"] = fault
 
         req = Request(rid=rid, prompt_tokens=prompt_tokens, max_tokens=max_tokens)
+        record["drafts"] = req.drafts  # filled by the engine as it drafts
         self.engine.submit(req)
         try:
             if body.get("stream"):

@@ -25,7 +25,9 @@ from bench.sim.config import SimConfig
 
 @dataclass
 class Request:
-    """One request inside the engine; `queue` gets the token count of each step that served it."""
+    """One request inside the engine; `queue` gets the token count of each step that served it,
+    `drafts` the number of draft tokens accepted at each step that drafted for it (the truth the
+    speculative-decoding counters are checked against)."""
 
     rid: str
     prompt_tokens: int
@@ -34,6 +36,7 @@ class Request:
     generated: int = 0
     prefilled: bool = False
     cancelled: bool = False
+    drafts: list[int] = field(default_factory=list)
 
 
 class EngineMetrics:
@@ -133,6 +136,7 @@ class Engine:
         accepted = 0
         while accepted < k and self._rng.random() < self.cfg.spec_accept:
             accepted += 1
+        req.drafts.append(accepted)
         m.drafts.labels(**m.lv).inc()
         m.draft_tokens.labels(**m.lv).inc(k)
         m.accepted.labels(**m.lv).inc(accepted)

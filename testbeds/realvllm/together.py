@@ -51,6 +51,9 @@ TOLERANCE = {
     "tpot_p50": (1 / 2, 2.0),
     "itl_mean": (1 / 2, 2.0),
     "icl_mean_vs_peer_itl_mean": (1 / 2, 2.0),
+    # Our per-token ITL mean is our TPOT by construction; the peer's TPOT is its per-token
+    # figure. Per-chunk ITL taken for per-token is 2-4x with ngram here: outside this band.
+    "itl_mean_vs_peer_tpot_mean": (2 / 3, 1.5),
 }
 PEER_ARGS = [
     "--dataset-name", "random",

@@ -9,7 +9,8 @@ after the start of the write (causality: a stamp from the wrong read breaks this
 true send has median under 0.25 ms and p95 under 1 ms, TTFT minus the server's true TTFT (first
 send after the request's bytes arrived) likewise; counts are exact. Typical values are a few
 microseconds; the bounds leave room for a loaded 2-core CI box, where the shared loop can be
-late to read and then several events share the newest stamp.
+late to read and then several events share the newest stamp. Every bound is multiplied by
+`GX10_TIME_SCALE` (testbeds/checks.py) and a miss says the machine's load.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import pytest
 
 from bench.sim import SimConfig
 from bench.stats import summarize
+from testbeds.checks import load_note, scaled
 from testbeds.simsweep import read_requests, sweep_against_sim
 
 pytestmark = pytest.mark.timeout(120)
@@ -61,8 +63,8 @@ def test_chunk_arrivals_follow_true_send_times(mtp_run: tuple[dict, dict, list[d
             after_write_start_ms.append((t0 + t_rel * 1e9 - t_write) / MS)
     assert min(after_write_start_ms) >= -0.01, "a chunk was stamped before the server sent it"
     assert min(errors_ms) >= -0.01, "a chunk was stamped before its bytes left the server"
-    assert abs(median(errors_ms)) < 0.25
-    assert _p95(errors_ms) < 1.0
+    assert abs(median(errors_ms)) < scaled(0.25), load_note()
+    assert _p95(errors_ms) < scaled(1.0), load_note()
 
 
 def _p95(values: list[float]) -> float:
@@ -114,10 +116,13 @@ def test_itl_is_per_token_when_chunks_carry_several(mtp_run: tuple[dict, dict, l
 
 def test_ttft_tpot_and_throughput_match_truth(mtp_run: tuple[dict, dict, list[dict]]) -> None:
     """TTFT never below truth, within 0.25 ms (median) / 1 ms (p95) of the server's; TPOT median
-    within 0.05 ms; tok/s within 3 %."""
+    within 0.05 ms; the tok/s window within 1 ms (a tenth of a decode step) of the true one, from
+    the server's receipt of the first request to the last stream's last bytes leaving it."""
     doc, truth, rows = mtp_run
     measured = [r for r in rows if not r["warmup"]]
-    first_send = min(r["t_send_s"] for r in measured)
+    # The true window: from the server's receipt of the first measured request to the moment the
+    # last bytes of the last measured stream left it (not from the client's own send stamp).
+    first_recv = min(truth[r["rid"]]["t_recv_ns"] - _run_origin_ns(r, doc) for r in measured) / 1e9
     last_true = 0.0
     ttft_err, ttft_vs_server, tpot_err = [], [], []
     for row in measured:
@@ -130,11 +135,14 @@ def test_ttft_tpot_and_throughput_match_truth(mtp_run: tuple[dict, dict, list[di
         ttft_err.append(row["ttft_ms"] - (true[0][3] - t_send) / MS)
         ttft_vs_server.append(row["ttft_ms"] - (true[0][0] - rec["t_recv_ns"]) / MS)
         tpot_err.append(row["tpot_ms"] - (true[-1][0] - true[0][0]) / MS / 40)
-        last_true = max(last_true, (true[-1][0] - t0) / 1e9)
+        last_true = max(last_true, (rec["chunks"][-1][0] - t0) / 1e9)
     assert min(ttft_err) >= 0
-    assert median(ttft_err) < 1.0
-    assert abs(median(ttft_vs_server)) < 0.25
-    assert _p95([abs(e) for e in ttft_vs_server]) < 1.0
-    assert abs(median(tpot_err)) < 0.05
-    true_tok_s = 24 * 41 / (last_true - first_send)
-    assert doc["points"][0]["output_tok_s"] == pytest.approx(true_tok_s, rel=0.03)
+    assert median(ttft_err) < scaled(1.0), load_note()
+    assert abs(median(ttft_vs_server)) < scaled(0.25), load_note()
+    assert _p95([abs(e) for e in ttft_vs_server]) < scaled(1.0), load_note()
+    assert abs(median(tpot_err)) < scaled(0.05), load_note()
+    window_s = last_true - first_recv
+    point = doc["points"][0]
+    # A decode step is 10 ms of a ~400 ms window (2.5 %): the bound is a tenth of a step.
+    assert abs(point["duration_s"] - window_s) * 1e3 < scaled(1.0), (point["duration_s"], window_s, load_note())
+    assert point["output_tok_s"] == pytest.approx(24 * 41 / window_s, rel=scaled(1.0) * 1e-3 / window_s)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import copy
+import html
 import json
 import re
 import struct
@@ -62,6 +63,81 @@ def svg_texts(path: Path) -> str:
     body = path.read_text()
     assert body.lstrip().startswith("<?xml") and "<svg" in body
     return " ".join(re.findall(r"<!--\s*(.*?)\s*-->", body, flags=re.S))
+
+
+def drawn_series(svg: Path) -> list[dict[str, Any]]:
+    """What the figure draws, per axes (lines and bars in data units), from the SVG's description."""
+    found = re.findall(r"<dc:description>(.*?)</dc:description>", svg.read_text(), flags=re.S)
+    assert len(found) == 1, f"{svg} has no description of what it draws"
+    return list(json.loads(html.unescape(found[0]))["drawn"])
+
+
+def _at(point: dict[str, Any], *keys: str) -> float | None:
+    value: Any = point
+    for k in keys:
+        value = value.get(k) if isinstance(value, dict) else None
+    return None if value is None else float(value)
+
+
+def _line(doc: dict[str, Any], x: tuple[str, ...], y: tuple[str, ...], scale: float = 1.0) -> dict[str, list[Any]]:
+    points = sorted(doc["points"], key=lambda p: p["concurrency"])
+    ys = [_at(p, *y) for p in points]
+    return {"x": [_at(p, *x) for p in points], "y": [None if v is None else scale * v for v in ys]}
+
+
+C, DECODE = ("concurrency",), ("decode_tok_s", "p50")
+# figure -> per axes, the lines each run draws, from the results themselves (not the figure code's frame)
+LINES: dict[str, list[list[tuple[tuple[str, ...], tuple[str, ...], float]]]] = {
+    "throughput": [[(C, ("output_tok_s",), 1.0)]],
+    "per_user": [[(C, DECODE, 1.0), (C, ("e2e_tok_s", "p50"), 1.0)]],
+    "ttft": [[(C, ("ttft_ms", "p50"), 1.0), (C, ("ttft_ms", "p99"), 1.0)]],
+    "tradeoff": [[(("output_tok_s",), DECODE, 1.0)]],
+    "mtp": [[(C, ("server", "acceptance_length"), 1.0)], [(C, ("server", "acceptance_rate"), 100.0)]],
+}
+
+
+def expected_series(name: str, docs: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """What figure `name` must draw for `docs` (in order), per axes."""
+    if name == "errors":
+        points = sorted({p["concurrency"] for d in docs for p in d["points"]})
+        if len(docs) == 1:  # stacked counts per failure kind; checked as totals per concurrency
+            by_c = {p["concurrency"]: p for p in docs[0]["points"]}
+            return [{"totals": [float(sum(by_c[c]["failures"].values())) for c in points]}]
+        return [{"heights": [100.0 * (_at(p, "error_rate") or 0.0) for d in docs for p in
+                             sorted(d["points"], key=lambda p: p["concurrency"])]}]
+    if name == "mtp":
+        docs = [d for d in docs if any(_at(p, "server", "acceptance_length") is not None for p in d["points"])]
+    out = []
+    for axes in LINES[name]:
+        lines = [_line(d, x, y, k) for d in docs for x, y, k in axes]
+        if name == "tradeoff":  # a point without both numbers is not drawn
+            lines = [{"x": [a for a, b in zip(ln["x"], ln["y"], strict=True) if a is not None and b is not None],
+                      "y": [b for a, b in zip(ln["x"], ln["y"], strict=True) if a is not None and b is not None]}
+                     for ln in lines]
+        out.append({"lines": lines, "bars": []})
+    return out
+
+
+def assert_figures_show(figures: dict[str, Path], docs: list[dict[str, Any]]) -> None:
+    """Every figure (name -> SVG) draws exactly the results' numbers, and nothing else."""
+    for name, svg in figures.items():
+        drawn, want = drawn_series(svg), expected_series(name, docs)
+        if name == "errors":
+            bars = drawn[0]["bars"]
+            if "totals" in want[0]:
+                totals = [sum(h for x, _, h in bars if x == i) for i in range(len(want[0]["totals"]))]
+                assert totals == want[0]["totals"], (name, totals, want)
+            else:
+                assert sorted(h for _, _, h in bars) == pytest.approx(sorted(want[0]["heights"]), rel=1e-12), name
+            continue
+        assert [len(ax["lines"]) for ax in drawn] == [len(ax["lines"]) for ax in want], name
+        for got_ax, want_ax in zip(drawn, want, strict=True):
+            assert got_ax["bars"] == []
+            for got, exp in zip(got_ax["lines"], want_ax["lines"], strict=True):
+                for axis in ("x", "y"):
+                    assert [v is None for v in got[axis]] == [v is None for v in exp[axis]], (name, axis, got, exp)
+                    assert [v for v in got[axis] if v is not None] == pytest.approx(
+                        [v for v in exp[axis] if v is not None], rel=1e-12), (name, axis, got, exp)
 
 
 def parse_table(markdown: str) -> list[dict[str, str]]:
@@ -137,6 +213,7 @@ def test_render_writes_table_and_blog_sized_figures(results: dict[str, Any], tmp
         assert svg.suffix == ".svg" and svg.stat().st_size > 10_000
     assert out.table == tmp_path / "table.md"
     assert_table_matches(out.table.read_text(), [results["mtp"]])
+    assert_figures_show({name: svg for name, (_, svg) in out.figures.items()}, [results["mtp"]])
 
 
 def test_simulated_results_say_so_on_every_figure_and_in_the_table(results: dict[str, Any], tmp_path: Path) -> None:
@@ -177,6 +254,7 @@ def test_no_mtp_column_or_figure_without_server_counters_and_stale_figures_go(
     assert not (tmp_path / "mtp.png").exists() and not (tmp_path / "mtp.svg").exists()
     assert "Accept. length" not in out.table.read_text()
     assert_table_matches(out.table.read_text(), [results["plain"]])
+    assert_figures_show({name: svg for name, (_, svg) in out.figures.items()}, [results["plain"]])
 
 
 def test_errors_figure_only_when_requests_failed(results: dict[str, Any], tmp_path: Path) -> None:
@@ -189,6 +267,7 @@ def test_errors_figure_only_when_requests_failed(results: dict[str, Any], tmp_pa
     assert "http_500" in texts or any(k in texts for p in flaky["points"] for k in p["failures"])
     assert "failed requests (count)" in texts
     assert_table_matches(out.table.read_text(), [flaky])
+    assert_figures_show({name: svg for name, (_, svg) in out.figures.items()}, [flaky])
     assert "errors" not in report.render(results["plain"], tmp_path / "plain", "hw").figures
 
 
@@ -208,6 +287,8 @@ def test_comparison_overlays_models_in_one_table(results: dict[str, Any], tmp_pa
     mtp_texts = svg_texts(out.figures["mtp"][1])
     assert "Not shown, no speculative-decoding counters on the server: plain-model, flaky-model" in mtp_texts
     assert_table_matches(out.table.read_text(), [results[k] for k in ("mtp", "plain", "flaky")])
+    assert_figures_show({name: svg for name, (_, svg) in out.figures.items()},
+                        [results[k] for k in ("mtp", "plain", "flaky")])
     with pytest.raises(ValueError, match="two or more"):
         report.load_runs("mtp", tmp_path)
 

@@ -51,11 +51,22 @@ def test_doctor_checks_and_fixes(simcluster: Any, tmp_path: Path) -> None:
     cfg = tool_config(simcluster, tmp_path)
     simcluster.node_run("head", "mkdir -p /root/spark-vllm-docker", check=True)
     r = inv(cfg, "doctor")
-    assert "launcher repo" in r.stdout and "lacks launch-cluster.sh" in r.stdout
+    assert r.returncode == 1, r.stdout + r.stderr
+    assert "doctor: 1 check(s) failed" in r.stderr, r.stderr
+    (row,) = [line for line in r.stdout.splitlines() if "launcher repo" in line]
+    assert row.split()[:2] == ["FAIL", "head"], row
+    assert "lacks launch-cluster.sh, run-recipe.sh, build-and-copy.sh" in row, row
+    assert row.endswith("update the checkout on the head (git pull)"), row
     for node in ("head", "w1", "w2", "w3"):
         assert f"OK    {node:<7} ssh" in r.stdout
         assert f"OK    {node:<7} container engine" in r.stdout
         assert f"OK    {node:<7} fabric" in r.stdout
+    simcluster.node_run("head", "rm -rf /root/spark-vllm-docker", check=True)
+    r = inv(cfg, "doctor")
+    assert r.returncode == 1, r.stdout + r.stderr
+    (row,) = [line for line in r.stdout.splitlines() if "launcher repo" in line]
+    assert row.split()[:2] == ["FAIL", "head"] and "does not exist" in row, row
+    assert row.endswith("git clone https://github.com/eugr/spark-vllm-docker /root/spark-vllm-docker on head"), row
 
 
 def test_unknown_host_key_is_refused(simcluster: Any, tmp_path: Path) -> None:

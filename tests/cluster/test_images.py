@@ -174,8 +174,12 @@ def test_distribute_streams_to_every_worker_and_skips_current_ones(env: Env) -> 
     assert len(stream) == 1, env.log()
     assert env.sim.nodes["w1"].fabric in stream[0] and env.sim.nodes["w3"].fabric in stream[0]
     assert env.sim.nodes["w2"].fabric not in stream[0] and ".tar" not in stream[0]
+    before = env.log()
     rerun = env.inv("distribute", "--image", NODE)
     assert rerun.returncode == 0 and "every worker is up to date" in rerun.stdout, rerun.stdout + rerun.stderr
+    # the evidence is what ran, not the message: no save, stream or load on any node
+    ran = env.log()[len(before):]
+    assert ran and not any(w in ran for w in ("docker save", "tee -p", "docker load")), ran
 
 
 def _loading_on(sim: SimCluster, node: str) -> bool:
@@ -235,7 +239,13 @@ def test_backup_then_restore_onto_a_node_that_lost_the_image(env: Env) -> None:
     meta = json.loads((backups / f"{NODE}.json").read_text())
     assert meta["id"] == head_id and meta["bytes"] == (backups / f"{NODE}.tar").stat().st_size
     assert sorted(p.name for p in backups.iterdir()) == [f"{NODE}.json", f"{NODE}.tar"]
-    assert "already holds ID" in env.inv("backup", "--image", NODE).stdout
+    tar = backups / f"{NODE}.tar"
+    stamp = (tar.stat().st_ino, tar.stat().st_mtime_ns, tar.stat().st_ctime_ns)
+    before = env.log()
+    again = env.inv("backup", "--image", NODE)
+    assert again.returncode == 0 and "already holds ID" in again.stdout, again.stdout + again.stderr
+    assert (tar.stat().st_ino, tar.stat().st_mtime_ns, tar.stat().st_ctime_ns) == stamp  # not rewritten
+    assert "docker save" not in env.log()[len(before):]
 
     env.sim.node_run("w2", f"podman rmi {NODE}", check=True)  # the seed's pitfall struck w2
     assert env.inv("restore", "--image", NODE, "--node", "w2", "--dry-run").returncode == 0
@@ -243,7 +253,10 @@ def test_backup_then_restore_onto_a_node_that_lost_the_image(env: Env) -> None:
     r = env.inv("restore", "--image", NODE, "--node", "w2")
     assert r.returncode == 0, r.stdout + r.stderr
     assert env.ids(NODE)["w2"] == head_id
-    assert "already holds" in env.inv("restore", "--image", NODE, "--node", "w2").stdout
+    before = env.log()
+    again = env.inv("restore", "--image", NODE, "--node", "w2")
+    assert again.returncode == 0 and "already holds" in again.stdout, again.stdout + again.stderr
+    assert "docker load" not in env.log()[len(before):]
 
     other = env.sim.build_test_image("w3", NODE, vllm="0.0.9")  # a different image under the tag
     refused = env.inv("restore", "--image", NODE, "--node", "w3")

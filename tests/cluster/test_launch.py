@@ -23,6 +23,7 @@ from typing import Any
 import pytest
 import yaml
 
+from testbeds.checks import skip_or_fail, timing
 from testbeds.clustertool import PROJECT, gone_soon, inv, make_model, tool_config
 from testbeds.launcher import harness
 from testbeds.launcher.harness import (
@@ -53,7 +54,7 @@ def lab(simcluster: Any, tmp_path_factory: pytest.TempPathFactory) -> Iterator[d
     try:
         install(sim)
     except harness.NoNodePython as e:
-        pytest.skip(str(e))
+        skip_or_fail(str(e))
     try:
         for model in HF:
             r = inv(cfg, "stage", "--model", model)
@@ -223,7 +224,7 @@ def test_engine_dying_while_containers_stay_up_is_noticed(env: tuple[Any, Path])
             proc.kill()
     assert proc.returncode == 1, out + err
     assert "the engine died" in err and "stopped listening on port 8000" in err
-    assert time.monotonic() - killed < 10
+    timing(time.monotonic() - killed, 10, "noticing the dead engine")
     assert all(len(found) == 1 for found in containers(sim).values())  # the containers stayed up
 
 

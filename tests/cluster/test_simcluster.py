@@ -13,6 +13,7 @@ import paramiko
 import pytest
 from fabric import Config, Connection
 
+from testbeds.checks import timing
 from testbeds.simcluster import SimCluster
 
 pytestmark = pytest.mark.cluster
@@ -93,7 +94,7 @@ def test_control_has_no_route_to_fabric(simcluster: SimCluster) -> None:
         sock.settimeout(5)
         sock.connect((simcluster.nodes["w1"].fabric, 22))
     assert info.value.errno in (errno.EHOSTUNREACH, errno.ENETUNREACH)
-    assert time.monotonic() - start < 1
+    timing(time.monotonic() - start, 1, "an unreachable connect")
 
 
 def test_container_runs_on_every_node(simcluster: SimCluster,

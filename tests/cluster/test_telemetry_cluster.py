@@ -16,6 +16,7 @@ from cluster import config
 from cluster.remote import Cluster
 from cluster.shell import q
 from cluster.telemetry import TelemetryOptions, TelemetryRecorder, read_once
+from testbeds.checks import timing
 from testbeds.clustertool import tool_config
 from testbeds.telemetrydata import group_members
 
@@ -74,7 +75,7 @@ def test_recorder_samples_every_node_survives_a_death_and_stops_clean(nodes: Any
         outcome = rec.stop()
         took = time.monotonic() - started
     assert outcome == {n: "gone" for n in settings.node_names}
-    assert took < 3.0, took
+    timing(took, 3.0, "stopping the recorder")
     for e in hellos.values():
         assert group_members(e["pgid"]) == [], e["node"]
 
@@ -110,7 +111,7 @@ def test_a_node_whose_ssh_dies_is_recorded_and_leaves_nothing(nodes: Any, tmp_pa
             assert all(len(rec.data()["nodes"][n]) > others[n] for n in ("head", "w1", "w2"))
             started = time.monotonic()
             outcome = rec.stop()
-            assert time.monotonic() - started < 3.5
+            timing(time.monotonic() - started, 3.5, "stopping the recorder after a sampler exit")
         finally:
             nodes.start_sshd("w3")
     lost = [e for e in rec.data()["events"] if e["event"] == "sampler-exit"]
@@ -148,7 +149,7 @@ def test_a_node_down_at_start_is_named_and_does_not_hold_the_others(nodes: Any, 
             rec = TelemetryRecorder(cluster, TelemetryOptions(interval_ms=250, meminfo_path=MEMINFO))
             started = time.monotonic()
             rec.start()
-            assert time.monotonic() - started < 5.0
+            timing(time.monotonic() - started, 5.0, "starting the recorder")
             t0 = rec.mark("start")
             time.sleep(1.5)
             t1 = rec.mark("end")

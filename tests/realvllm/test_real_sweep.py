@@ -2,21 +2,24 @@
 ngram speculative decoding: what the harness measures must agree with what the server counts.
 
 Counts are checked exactly: per request against the server's usage, per point and per run
-against the `/metrics` counter deltas, which this test reads on its own (with
-`testbeds.realvllm.read_counters`, selected and summed apart from the harness's own reading).
+against the `/metrics` counter deltas, which this test reads on its own around each point and
+around the run (with `testbeds.realvllm.read_counters`, selected and summed apart from the
+harness's own reading), so the harness's acceptance rate, length and per-position figures are
+compared with figures it did not compute.
 Nothing else talks to the server during a run: the preflight and prompt fitting only call
 `/v1/models`, `/version` and `/tokenize`, which move no token counter.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from dataclasses import dataclass
 from typing import Any
 
 import pytest
 
-from bench import servermetrics
+from bench import servermetrics, sweep
 from bench.client import TIMING_READ
 from bench.sweep import SweepConfig, run_sweep
 from testbeds.realvllm import NGRAM_DRAFT_TOKENS, Endpoint, counter_deltas, http_get, read_counters
@@ -37,6 +40,7 @@ class Run:
     doc: dict[str, Any]
     rows: list[dict[str, Any]]
     delta: dict[str, float]  # this test's own reading of the counters over the whole sweep
+    point_delta: dict[int, dict[str, float]]  # ... and around each point, by concurrency
 
 
 @pytest.fixture(scope="module", params=CASES, ids=["-".join(c) for c in CASES])
@@ -55,11 +59,25 @@ def run(request: pytest.FixtureRequest, tmp_path_factory: pytest.TempPathFactory
         api=api,
         results_dir=tmp,
     )
+    point_delta: dict[int, dict[str, float]] = {}
+    real_point = sweep.run_point
+
+    async def read_around(cfg: SweepConfig, c: int, *a: Any, **k: Any) -> Any:
+        """The point, between two readings of the counters of this test's own."""
+        first = await asyncio.to_thread(read_counters, ep.base_url, ep.model)
+        try:
+            return await real_point(cfg, c, *a, **k)
+        finally:
+            point_delta[c] = counter_deltas(first, await asyncio.to_thread(read_counters, ep.base_url, ep.model))
+
     before = read_counters(ep.base_url, ep.model)
-    doc = run_sweep(cfg, progress=False)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(sweep, "run_point", read_around)
+        doc = run_sweep(cfg, progress=False)
     after = read_counters(ep.base_url, ep.model)
+    assert sorted(point_delta) == CONCURRENCY
     lines = (cfg.folder / "requests.jsonl").read_text().splitlines()
-    return Run(server, api, doc, [json.loads(ln) for ln in lines], counter_deltas(before, after))
+    return Run(server, api, doc, [json.loads(ln) for ln in lines], counter_deltas(before, after), point_delta)
 
 
 def rows_of(run: Run, c: int) -> list[dict[str, Any]]:
@@ -98,6 +116,8 @@ def test_token_counts_equal_the_metrics_deltas(run: Run) -> None:
         rows = rows_of(run, c)
         assert counters["generation_tokens"] == sum(r["output_tokens"] for r in rows)
         assert counters["prompt_tokens"] == sum(r["prompt_tokens"] for r in rows)
+        assert counters["generation_tokens"] == run.point_delta[c]["generation_tokens"]
+        assert counters["prompt_tokens"] == run.point_delta[c]["prompt_tokens"]
     assert run.delta["generation_tokens"] == sum(r["output_tokens"] for r in run.rows)
     assert run.delta["prompt_tokens"] == sum(r["prompt_tokens"] for r in run.rows)
 
@@ -139,8 +159,8 @@ def test_spec_decode_sends_several_tokens_per_chunk(run: Run) -> None:
 
 
 def test_acceptance_from_metrics_deltas(run: Run) -> None:
-    """The harness's acceptance figures equal the ones computed here from the counters read
-    independently; summed over the points they add up to this test's window."""
+    """The harness's acceptance figures, point by point, equal the ones computed here from the
+    counters this test read around that point; summed over the points they add up to the run."""
     points = [point_of(run, c)["server"] for c in CONCURRENCY]
     if run.server == "plain":
         for s in points:
@@ -157,14 +177,16 @@ def test_acceptance_from_metrics_deltas(run: Run) -> None:
         assert sum(s["counters"][ours] for s in points) == run.delta[theirs]
     d = run.delta
     assert d["spec_decode_num_drafts"] > 0
-    for s in points:
-        c = s["counters"]
-        assert s["acceptance_rate"] == c["spec_accepted_tokens"] / c["spec_draft_tokens"]
-        assert s["acceptance_length"] == 1 + c["spec_accepted_tokens"] / c["spec_drafts"]
-        assert len(s["acceptance_per_pos"]) == NGRAM_DRAFT_TOKENS
-        assert sum(s["acceptance_per_pos"]) * c["spec_drafts"] == pytest.approx(
-            c["spec_accepted_tokens"]
-        )
+    for conc, s in zip(CONCURRENCY, points, strict=True):
+        mine = run.point_delta[conc]
+        for ours, theirs in keys.items():
+            assert s["counters"][ours] == mine[theirs], (conc, ours)
+        drafts, accepted = mine["spec_decode_num_drafts"], mine["spec_decode_num_accepted_tokens"]
+        assert drafts > 0
+        assert s["acceptance_rate"] == pytest.approx(accepted / mine["spec_decode_num_draft_tokens"], rel=1e-12)
+        assert s["acceptance_length"] == pytest.approx(1 + accepted / drafts, rel=1e-12)
+        assert s["acceptance_per_pos"] == pytest.approx(
+            [mine[f"accepted_per_pos_{i}"] / drafts for i in range(NGRAM_DRAFT_TOKENS)], rel=1e-12)
     # Over the whole run: the harness's points pooled give the same rate as our reading.
     pooled_rate = sum(s["counters"]["spec_accepted_tokens"] for s in points) / sum(
         s["counters"]["spec_draft_tokens"] for s in points
