@@ -26,7 +26,10 @@ BASE = ["rsync", "-a", "--copy-links", "--partial", "--info=progress2", "--no-in
 RSYNC = [*BASE, "--append-verify"]
 # re-copying what verify found wrong: same size is no proof there, so no append, no quick check
 REPAIR = [*BASE, "--ignore-times", "--whole-file"]
-POLL_S = 1.0
+POLL_S = 0.5
+# Fabric hop: AES-GCM first (hardware AES on the head), then OpenSSH's own default. Both are in
+# OpenSSH's default set, so nothing is weakened; measured 51 vs 41 MB/s per stream (docs/staging.md).
+FABRIC_CIPHERS = "aes128-gcm@openssh.com,chacha20-poly1305@openssh.com,aes256-gcm@openssh.com"
 
 Stamped = dict[str, tuple[int, int]]  # relative path -> (size, whole-second mtime)
 
@@ -54,7 +57,7 @@ def hop1_argv(cluster: Cluster, spec: ModelSpec, opts: list[str] | None = None, 
 def hop2_command(cluster: Cluster, worker: Node, path: str, files: list[str] | None = None,
                  opts: list[str] | None = None) -> str:
     """The line the head runs for one worker: make the folder, then rsync over the fabric."""
-    rsync = [*(opts or RSYNC), "-e", FABRIC_SSH]
+    rsync = [*(opts or RSYNC), "-e", f"{FABRIC_SSH} -c {FABRIC_CIPHERS}"]
     feed = ""
     if files is not None:
         rsync += ["--files-from=-"]
@@ -149,8 +152,10 @@ class Overlap:
             last: dict[str, Future[Result]] = {}
             if r1 is None or r1.ok:
                 for name, st in self.workers.items():
-                    if not st.failed:
+                    if not st.failed and not (self.forward and st.sent >= set(self.source)):
                         last[name] = pool.submit(self._forward, st, None)
+                    elif not st.failed:  # every file forwarded complete: verify will judge it
+                        last[name] = pool.submit(Result, name, "", 0)
             results = {name: f.result() for name, f in last.items()}
         for name, st in self.workers.items():
             if st.failed and name not in results:

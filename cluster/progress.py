@@ -38,6 +38,7 @@ class TransferBar:
             disable=not self.tty,
         )
         self.done = self.base = 0  # base: bytes of earlier rsync runs fed to this bar
+        self.runs = 0
         self._lines = LineSplitter(self._progress_line)
         self.start = self.last_plain = time.monotonic()
 
@@ -50,7 +51,11 @@ class TransferBar:
             self.update(int(m.group(1).replace(",", "")))
 
     def next_run(self) -> None:
-        """A new rsync feeds this bar: its counter starts at 0, ours goes on from here."""
+        """A new rsync feeds this bar: its counter starts at 0, ours goes on from here. The rate
+        counts from the first run (a worker waiting for hop 1 is not a slow worker)."""
+        if not self.runs:
+            self.start = time.monotonic()
+        self.runs += 1
         self.base = self.done
 
     def rate(self) -> float:
@@ -69,7 +74,9 @@ class TransferBar:
 
     def plain_line(self) -> str:
         rate = self.rate()
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        # a rate from a few bytes or under a second says nothing about the time left
+        sure = self.done >= 1024**2 and time.monotonic() - self.start >= 1
+        left = (self.total - self.done) / rate if rate > 0 and sure else float("inf")
         eta = f"{left:.0f} s left" if left != float("inf") else "time left unknown"
         return f"{self.label}: {human(self.done)} of {human(self.total)}, {human(rate)}/s, {eta}"
 
