@@ -38,6 +38,8 @@ class TransferBar:
             disable=not self.tty,
         )
         self.done = self.base = 0  # base: bytes of earlier rsync runs fed to this bar
+        self.runs = 0
+        self.lock = threading.Lock()  # several parts add to `done` at once
         self._lines = LineSplitter(self._progress_line)
         self.start = self.last_plain = time.monotonic()
 
@@ -50,14 +52,33 @@ class TransferBar:
             self.update(int(m.group(1).replace(",", "")))
 
     def next_run(self) -> None:
-        """A new rsync feeds this bar: its counter starts at 0, ours goes on from here."""
+        """A new rsync feeds this bar: its counter starts at 0, ours goes on from here. The rate
+        counts from the first run (a worker waiting for hop 1 is not a slow worker)."""
+        if not self.runs:
+            self.start = time.monotonic()
+        self.runs += 1
         self.base = self.done
 
     def rate(self) -> float:
         return self.done / max(time.monotonic() - self.start, 1e-6)
 
+    def part(self) -> _Part:
+        """A sink for one of several rsyncs feeding this bar at once: each adds what it moved."""
+        if not self.runs:
+            self.start = time.monotonic()
+        self.runs += 1
+        return _Part(self)
+
+    def seconds_left(self) -> float:
+        """inf when unknown: a rate from a few bytes or under a second says nothing."""
+        rate = self.rate()
+        sure = self.done >= 1024**2 and time.monotonic() - self.start >= 1
+        return (self.total - self.done) / rate if rate > 0 and sure else float("inf")
+
     def update(self, done: int) -> None:
-        done = max(self.done, self.base + done)  # never backwards (a failed run's last line)
+        self._set(max(self.done, self.base + done))  # never backwards (a failed run's last line)
+
+    def _set(self, done: int) -> None:
         self.done = min(done, self.total) if self.total else done
         with self._lock:
             if self.tty:
@@ -68,8 +89,7 @@ class TransferBar:
                 sys.stderr.write(self.plain_line() + "\n")
 
     def plain_line(self) -> str:
-        rate = self.rate()
-        left = (self.total - self.done) / rate if rate > 0 else float("inf")
+        rate, left = self.rate(), self.seconds_left()
         eta = f"{left:.0f} s left" if left != float("inf") else "time left unknown"
         return f"{self.label}: {human(self.done)} of {human(self.total)}, {human(rate)}/s, {eta}"
 
@@ -85,3 +105,27 @@ class TransferBar:
             self.bar.close()
             if not self.tty:
                 sys.stderr.write(self.plain_line() + (" (done)" if complete else " (FAILED)") + "\n")
+
+
+class _Part:
+    """One rsync's progress2 counter turned into increments of a shared TransferBar."""
+
+    def __init__(self, bar: TransferBar):
+        self.bar, self.seen = bar, 0
+        self._lines = LineSplitter(self._line)
+
+    def write(self, data: str) -> int:
+        return self._lines.write(data)
+
+    def flush(self) -> None:
+        pass
+
+    def _line(self, line: str) -> None:
+        m = _PROGRESS2.match(line)
+        if m:
+            n = int(m.group(1).replace(",", ""))
+            if n > self.seen:
+                with self.bar.lock:
+                    self.bar._set(self.bar.done + n - self.seen)
+                self.seen = n
+            self.bar.update(0)
