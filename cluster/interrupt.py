@@ -45,11 +45,12 @@ def new_token() -> str:
 
 def remote_wrapper(command: str, token: str) -> str:
     """`command` run by the user's shell as before, but in its own session whose process group
-    is written to RUN_DIR/TOKEN.pid (removed when it ends normally); the exit status is kept."""
-    pidfile = f"{RUN_DIR}/{token}.pid"
-    inner = 'echo $$ > "$0"; "$@"; rc=$?; rm -f "$0"; exit $rc'
-    return (f"mkdir -p {RUN_DIR} && exec setsid -w sh -c {q(inner)} {q(pidfile)} "
-            f'"${{SHELL:-sh}}" -c {q(command)}')
+    is written to RUN_DIR/TOKEN.pid (removed when it ends); the exit status is kept. The shell
+    running `command` is its group's leader, as under plain sshd (telemetry relies on it)."""
+    pidfile = q(f"{RUN_DIR}/{token}.pid")
+    inner = 'echo $$ > "$0"; exec "$@"'
+    return (f"mkdir -p {RUN_DIR} && {{ setsid -w sh -c {q(inner)} {pidfile} "
+            f'"${{SHELL:-sh}}" -c {q(command)}; rc=$?; rm -f {pidfile}; exit $rc; }}')
 
 
 def remote_kill(token: str) -> str:
