@@ -27,9 +27,11 @@ from typing import Any
 from .shell import q
 
 RUN_DIR = "/tmp/gx10-runs"
-# TERM first: most commands end at once; `podman build` needs 1-3 s to remove its RUN container
-# (killed sooner, the container's process outlives the build). KILL only what is left after this.
-TERM_GRACE_S = 5.0
+# TERM first: most commands end at once; `podman build` needs 1-3 s (more on a loaded machine)
+# to remove its RUN container (killed sooner, the container's process outlives the build).
+# KILL only what is left after this; remotely that wait is detached and delays nobody.
+TERM_GRACE_S = 10.0
+WAIT_S = 5.0  # how long a Ctrl-C waits, at most, for a remote group that is cleaning up
 
 Stopper = Callable[[], None]
 
@@ -43,23 +45,32 @@ def new_token() -> str:
     return uuid.uuid4().hex[:16]
 
 
-def remote_wrapper(command: str, token: str) -> str:
+def remote_wrapper(command: str, token: str, shell_leads: bool = True) -> str:
     """`command` run by the user's shell as before, but in its own session whose process group
-    is written to RUN_DIR/TOKEN.pid (removed when it ends normally); the exit status is kept."""
-    pidfile = f"{RUN_DIR}/{token}.pid"
-    inner = 'echo $$ > "$0"; "$@"; rc=$?; rm -f "$0"; exit $rc'
-    return (f"mkdir -p {RUN_DIR} && exec setsid -w sh -c {q(inner)} {q(pidfile)} "
-            f'"${{SHELL:-sh}}" -c {q(command)}')
+    is written to RUN_DIR/TOKEN.pid (removed when it ends); the exit status is kept. By default
+    the shell running `command` leads the group, as under plain sshd (telemetry relies on it).
+    `shell_leads=False` puts a small `sh` there instead: with the command's shell as leader, a
+    TERMed `podman build` left its RUN container running (seen on the simulated cluster; why is
+    not yet understood), with the `sh` leader it removes it."""
+    pidfile = q(f"{RUN_DIR}/{token}.pid")
+    inner = 'echo $$ > "$0"; exec "$@"' if shell_leads else 'echo $$ > "$0"; "$@"'
+    return (f"mkdir -p {RUN_DIR} && {{ setsid -w sh -c {q(inner)} {pidfile} "
+            f'"${{SHELL:-sh}}" -c {q(command)}; rc=$?; rm -f {pidfile}; exit $rc; }}')
 
 
 def remote_kill(token: str) -> str:
-    """Stop the group started by `remote_wrapper(..., token)`: TERM, then KILL after the grace."""
+    """Stop the group started by `remote_wrapper(..., token)`: TERM now, wait up to WAIT_S for it
+    to end while the caller keeps the connection (a command cleaning up, like `podman build`
+    removing its RUN container, dies half-way once its output channel closes), then KILL what is
+    left after TERM_GRACE_S from a detached watcher."""
     pidfile = f"{RUN_DIR}/{token}.pid"
-    steps = int(TERM_GRACE_S / 0.1)
+    wait, rest = int(WAIT_S / 0.1), int((TERM_GRACE_S - WAIT_S) / 0.1)
+    alive = 'kill -0 -- -"$p" 2>/dev/null'
     return (f'f={q(pidfile)}; p=$(cat "$f" 2>/dev/null) || exit 0; rm -f "$f"; '
             f'kill -TERM -- -"$p" 2>/dev/null || exit 0; '
-            f'for i in $(seq {steps}); do kill -0 -- -"$p" 2>/dev/null || exit 0; sleep 0.1; done; '
-            f'kill -KILL -- -"$p" 2>/dev/null; exit 0')
+            f'for i in $(seq {wait}); do {alive} || exit 0; sleep 0.1; done; '
+            f'(for i in $(seq {rest}); do {alive} || exit 0; sleep 0.1; done; '
+            f'kill -KILL -- -"$p" 2>/dev/null) </dev/null >/dev/null 2>&1 & exit 0')
 
 
 def kill_local_group(proc: subprocess.Popen[Any]) -> None:
@@ -118,7 +129,7 @@ def stop_all() -> None:
     _spawn(stoppers)
 
 
-def wait_stopped(timeout: float = TERM_GRACE_S + 2) -> None:
+def wait_stopped(timeout: float = WAIT_S + 3) -> None:
     """Wait for the stops started so far (so the connections they use are not closed first)."""
     for t in list(_stopping):
         t.join(timeout)

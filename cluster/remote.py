@@ -237,9 +237,11 @@ class Cluster:
         stream: bool = False,
         timeout: float | None = None,
         sink: Sink | None = None,
+        shell_leads: bool = True,
     ) -> Result:
         """Run `command` (a POSIX shell line) on `node`; never raises for a remote failure.
-        `stream` echoes output as `[node] line`; `sink` receives stdout as it arrives instead."""
+        `stream` echoes output as `[node] line`; `sink` receives stdout as it arrives instead.
+        `shell_leads`: see interrupt.remote_wrapper."""
         if mutating and self.dry_run:
             self.say(f"[dry-run] {node.name}: {command}")
             self.ops_log.record(node.name, command, 0, 0.0, note="dry-run")
@@ -258,7 +260,7 @@ class Cluster:
             token = interrupt.new_token()
             with interrupt.registered(token, lambda: self._kill_remote(conn, token)):
                 try:
-                    r = conn.run(interrupt.remote_wrapper(command, token), **kwargs)
+                    r = conn.run(interrupt.remote_wrapper(command, token, shell_leads), **kwargs)
                 except CommandTimedOut:
                     self._kill_remote(conn, token)
                     raise
@@ -302,7 +304,7 @@ class Cluster:
         chan = transport.open_session(timeout=3)
         try:
             chan.exec_command(interrupt.remote_kill(token))
-            chan.status_event.wait(interrupt.TERM_GRACE_S + 3)
+            chan.status_event.wait(interrupt.WAIT_S + 3)
         finally:
             chan.close()
 

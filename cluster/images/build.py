@@ -158,7 +158,7 @@ def rebuild(cluster: Cluster, specs: list[ImageSpec]) -> list[Verdict]:
                 raise ImagesError(f"{head.name}: {short_of[head.name]}; nothing was built")
         cluster.say(f"building {spec.tag} on {head.name}: {spec.build}")
         echo = None if cluster.dry_run else build_echo(cluster, head.name, spec.name)
-        r = cluster.run(head, build_command(cluster.settings, spec), mutating=True, sink=echo)
+        r = cluster.run(head, build_command(cluster.settings, spec), mutating=True, sink=echo, shell_leads=False)
         if cluster.dry_run:
             cluster.say(f"[dry-run] {head.name}: then verify {spec.tag}: "
                         + "; ".join(probe_command(cluster.settings.docker, spec.tag, code) for _, code in probes(spec)))
