@@ -5,8 +5,8 @@ model and sweep points without editing anything. `--demo` (or `--model demo` wit
 starts the simulated endpoint in this process on a free 127.0.0.1 port and runs a small sweep
 against it: the embedded default anyone can run on a laptop.
 
-Exit codes: 0 done, 1 run failed (message on one line), 2 bad arguments, 130 interrupted (every
-finished point is already on disk).
+Exit codes: 0 done, 1 run failed (message on one line), 2 bad arguments, 3 engine stalled (the
+stall watchdog; finished points kept), 130 interrupted (every finished point is already on disk).
 """
 
 from __future__ import annotations
@@ -72,6 +72,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--slo-tpot-ms", type=float, default=None, help="goodput bound on TPOT")
     p.add_argument("--read-timeout", type=float, default=300.0,
                    help="seconds without a byte before a request fails as timeout")
+    p.add_argument("--stall-s", type=float, default=120.0,
+                   help="stop the sweep when requests are in flight and no stream got a byte for this "
+                        "long (engine stalled; 0: off)")
     p.add_argument("--demo", action="store_true",
                    help="run against the embedded simulated endpoint (same as --model demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
@@ -136,6 +139,7 @@ def config_from_args(args: argparse.Namespace, demo: bool) -> SweepConfig:
         slo_ttft_ms=args.slo_ttft_ms,
         slo_tpot_ms=args.slo_tpot_ms,
         timeouts=client.Timeouts(read_s=args.read_timeout),
+        stall_s=args.stall_s or None,
     )
 
 

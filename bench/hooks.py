@@ -44,6 +44,7 @@ class TelemetryHooks(SweepHooks):
                  clock: Callable[[], float] = time.time) -> None:
         self.data, self.mark, self.save_logs = data, mark, save_logs
         self.rules, self.clock = rules or telemetry.FlagRules(), clock
+        self._earlier: dict[str, list[dict[str, Any]]] | None = None  # a resumed run's samples
 
     def point_start(self, c: int) -> None:
         if self.mark:
@@ -62,7 +63,16 @@ class TelemetryHooks(SweepHooks):
                              if e.get("event") not in ("hello", "note", "stopped")
                              and start <= e["t"] <= end]
         point["telemetry"] = summary
-        telemetry.write_telemetry_csv(folder / TELEMETRY_FILE, got["nodes"])
+        self._write_csv(folder / TELEMETRY_FILE, got["nodes"])
+
+    def _write_csv(self, path: Path, nodes: dict[str, list[dict[str, Any]]]) -> None:
+        """Rewrite telemetry.csv with this run's samples after those of the run it resumes, so
+        the points measured before an interrupt keep their series."""
+        if self._earlier is None:
+            self._earlier = telemetry.read_telemetry_csv(path) if path.exists() else {}
+        merged = {n: [*self._earlier.get(n, []), *nodes.get(n, [])]
+                  for n in {*self._earlier, *nodes}}
+        telemetry.write_telemetry_csv(path, merged)
 
     def stalled(self, c: int, error: str, folder: Path) -> list[Path]:
         return self.save_logs(folder) if self.save_logs else []

@@ -37,7 +37,7 @@ from tqdm import tqdm
 
 from bench import client, results, servermetrics
 from bench.errors import BenchError
-from bench.hooks import SweepHooks
+from bench.hooks import TELEMETRY_FILE, SweepHooks
 from bench.looplag import LoopLag
 from bench.pacing import STARTS_PER_LOOP_TURN, StartGate
 from bench.prompts import calibrate_words, fit_prompts, make_prompt
@@ -314,6 +314,7 @@ async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> ResultsDoc:
     try:
         if existing is None:
             req_path.unlink(missing_ok=True)
+            (folder / TELEMETRY_FILE).unlink(missing_ok=True)
             doc: ResultsDoc = {
                 "schema_version": results.SCHEMA_VERSION, "label": folder.name,
                 "model": cfg.model, "base_url": cfg.base_url, "server_version": version,

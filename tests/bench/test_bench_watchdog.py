@@ -77,3 +77,32 @@ def test_no_stall_when_tokens_flow(tmp_path: Path) -> None:
             return doc["points"][0]["completed"]
 
     assert asyncio.run(go()) == 2
+
+
+def test_a_resumed_sweep_keeps_the_telemetry_of_the_points_it_resumes(tmp_path: Path) -> None:
+    """telemetry.csv after a resume holds the first run's samples and the second's; a fresh run
+    (--rerun) starts it again."""
+    from bench.hooks import TELEMETRY_FILE, TelemetryHooks
+    from bench.telemetry import read_telemetry_csv
+
+    def hooks(t0: float) -> TelemetryHooks:
+        series = {"w1": [{"node": "w1", "source": "gpu", "t": t0 + i, "power_w": 30.0 + i}
+                         for i in range(3)]}
+        return TelemetryHooks(lambda: {"nodes": series, "events": []})
+
+    sim = SimConfig(model="t", decode_base_s=0.001, prefill_base_s=0.001)
+
+    async def sweep(concurrency: list[int], h: TelemetryHooks, rerun: bool = False) -> None:
+        async with SimServer(sim) as server:
+            cfg = SweepConfig(base_url=server.base_url, model="t", results_dir=tmp_path,
+                              concurrency=concurrency, input_len=8, output_len=4,
+                              requests_per_point=2, warmup=0, hooks=h, rerun=rerun)
+            await arun_sweep(cfg, progress=False)
+
+    asyncio.run(sweep([1], hooks(100.0)))
+    [csv_path] = tmp_path.rglob(TELEMETRY_FILE)
+    asyncio.run(sweep([1, 2], hooks(200.0)))  # resumes: C=1 stays, C=2 is measured
+    times = [s["t"] for s in read_telemetry_csv(csv_path)["w1"]]
+    assert times == [100.0, 101.0, 102.0, 200.0, 201.0, 202.0]
+    asyncio.run(sweep([1], hooks(300.0), rerun=True))
+    assert [s["t"] for s in read_telemetry_csv(csv_path)["w1"]] == [300.0, 301.0, 302.0]

@@ -16,7 +16,10 @@ def test_status_reports_every_node(simcluster: Any, tmp_path: Path) -> None:
     cfg = tool_config(simcluster, tmp_path)
     r = inv(cfg, "status")
     assert r.returncode == 0, r.stderr
-    lines = {line.split()[0]: line for line in r.stdout.splitlines() if line.split()}
+    lines: dict[str, str] = {}
+    for line in r.stdout.splitlines():  # the first table's row (the readings table follows)
+        if line.split():
+            lines.setdefault(line.split()[0], line)
     for node in ("head", "w1", "w2", "w3"):
         assert node in lines and " ok " in lines[node], r.stdout
     assert "UNREACHABLE" not in r.stdout
