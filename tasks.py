@@ -138,7 +138,9 @@ DRY_RUN_HELP = "Print, per host, the commands that would change something; chang
 )
 @reports_errors
 def stage(c: Context, model: str | None = None, hop: str = "all", dry_run: bool = False) -> None:
-    """Copy a model's weights control -> head -> workers (resumable), check disk first, verify."""
+    """Copy weights control -> head -> workers, the hops overlapped (the head forwards each file as it
+    completes); a cut shard resumes where it stopped; checks disk first, verifies after; a worker that
+    is down is named at the end, after the others finished."""
     s = settings(c)
     spec = s.model(model)
     with Cluster(s, dry_run=dry_run) as cl:

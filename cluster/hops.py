@@ -133,7 +133,22 @@ class Overlap:
     def run(self, hop1: bool) -> tuple[Result | None, dict[str, Result]]:
         """Returns hop 1's result (None when skipped) and each worker's outcome."""
         cl = self.cl
-        with ThreadPoolExecutor(max_workers=1 + IN_FLIGHT * max(len(self.workers), 1)) as pool:
+        pool = ThreadPoolExecutor(max_workers=1 + IN_FLIGHT * max(len(self.workers), 1))
+        try:
+            return self._run(pool, hop1)
+        except KeyboardInterrupt:
+            # Ctrl-C: the local rsync got the terminal's SIGINT; closing the head's connection ends
+            # the forwards' rsyncs there (their output pipe breaks at the next progress line), and
+            # --partial/--append-verify leave every cut shard resumable. (A minimal local solution;
+            # cluster/interrupt.py on b18 does this for every task.)
+            cl.say("interrupted: stopping the copies; a rerun continues every cut file from where it stopped")
+            cl._drop(cl.head)
+            pool.shutdown(wait=False, cancel_futures=True)
+            raise
+
+    def _run(self, pool: ThreadPoolExecutor, hop1: bool) -> tuple[Result | None, dict[str, Result]]:
+        cl = self.cl
+        with pool:
             h1: Future[Result] | None = pool.submit(run_hop1, cl, self.spec, self.need_head, self.bar1) if hop1 else None
             while self.forward and not cl.dry_run:
                 done1 = h1 is None or h1.done()

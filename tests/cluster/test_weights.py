@@ -13,6 +13,9 @@ from typing import Any
 import pytest
 
 from testbeds.clustertool import PROJECT, inv, make_model, tool_config
+from testbeds.simcluster.host import comm, netns_pids
+
+SLACK = float(os.environ.get("GX10_TIME_SCALE", "1"))  # loaded CI boxes: scale timing bounds
 
 pytestmark = pytest.mark.cluster
 HF_ID = "nvidia/NVIDIA-Nemotron-3-Ultra-550B-A55B-NVFP4"
@@ -174,6 +177,50 @@ def test_worker_down_at_start_stages_the_others_then_names_it(clean_models: Any,
     assert again.returncode == 0, again.stderr
     assert listing(clean_models, "w2") == expected
     assert {n: v for n, v in stamps(clean_models).items() if n != "w2"} == others  # only w2 was copied to
+
+
+def rsyncs(sim: Any) -> dict[str, list[int]]:
+    """rsync processes inside each node's network namespace (not the machine's others)."""
+    out = {}
+    for n in sim.node_names:
+        out[n] = [p for p in netns_pids(sim.layout.netns(n)) if comm(p) == "rsync"]
+    return {n: p for n, p in out.items() if p}
+
+
+def test_ctrl_c_mid_overlap_stops_remote_rsyncs_and_rerun_resumes(clean_models: Any, tmp_path: Path) -> None:
+    cfg = tool_config(clean_models, tmp_path)
+    make_model(tmp_path / "workspace", HF_ID, big=(30_000_000, 30_000_000))
+    clean_models.shape_uplink("80mbit")
+    try:
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(PROJECT), "-f", str(cfg), "stage",
+                                 "--model", "nemotron"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 40
+        while time.monotonic() < deadline:  # the first shard is being forwarded, the second is on hop 1
+            w = clean_models.node_run("w1", f"find {REMOTE} -name '*model-00000*' -size +2M 2>/dev/null")
+            if w.stdout.strip() and "w1" in rsyncs(clean_models):
+                break
+            time.sleep(0.1)
+        else:
+            pytest.fail("no forward to w1 started")
+        os.killpg(proc.pid, signal.SIGINT)
+        t = time.monotonic()
+        proc.communicate(timeout=30)
+        stopped = time.monotonic() - t
+        left = rsyncs(clean_models)
+        for _ in range(30):  # give the remote side the same ~2 s it is promised
+            if not left or time.monotonic() - t > 3:
+                break
+            time.sleep(0.1)
+            left = rsyncs(clean_models)
+        assert not left, f"rsyncs still running {time.monotonic() - t:.1f} s after Ctrl-C: {left}"
+        assert stopped < 3 * SLACK, f"stage took {stopped:.1f} s to stop after Ctrl-C"
+        assert proc.returncode != 0
+        r = inv(cfg, "stage", "--model", "nemotron")
+    finally:
+        clean_models.shape_uplink(None)
+    assert r.returncode == 0, r.stderr
+    assert "verified on head, w1, w2, w3" in r.stdout
 
 
 def test_clear_weights_dry_run_then_real_and_refuses_served(clean_models: Any, tmp_path: Path) -> None:
