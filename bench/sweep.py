@@ -273,6 +273,9 @@ async def _guarded(work: asyncio.Future[Any], dog: Watchdog | None) -> None:
         await work
     finally:
         watch.cancel()
+        if not work.done():  # we were cancelled (Ctrl-C): stop the workers and reap them quietly
+            work.cancel()
+            await asyncio.gather(work, return_exceptions=True)
 
 
 # -- the sweep ---------------------------------------------------------------------------------
