@@ -142,12 +142,13 @@ def run_together(
     send_request = client.send_request
 
     async def send_and_mark(
-        session: Any, base_url: str, spec: client.RequestSpec
+        session: Any, base_url: str, spec: client.RequestSpec,
+        in_flight: dict[int, client.RequestResult] | None = None,
     ) -> client.RequestResult:
         # The sweep names request i of point C "<run>-c<C>-<i>"; the first C are its warm-up.
         if int(spec.rid.rsplit("-", 1)[1]) >= TOGETHER_CONCURRENCY:
             sending.set()
-        return await send_request(session, base_url, spec)
+        return await send_request(session, base_url, spec, in_flight)
 
     def ours() -> None:
         try:
