@@ -1,0 +1,64 @@
+"""Repeats and A/B comparison against simulated endpoints whose decode step is known."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench.compare import compare_runs, ratio_ci
+from bench.repeats import mean_ci, run_repeats, summarize_repeats
+from bench.sim import BackgroundSim, SimConfig
+from bench.sweep import SweepConfig
+
+pytestmark = pytest.mark.timeout(240)
+
+# A long decode step next to the client's and the sleep timer's noise (about a millisecond on a
+# loaded machine), so a 20 % difference in speed stands far above it.
+STEP_S = 0.025
+
+
+def _run(tmp: Path, label: str, step_s: float, n: int) -> list:
+    sim_cfg = SimConfig(model="ab", decode_base_s=step_s, decode_per_seq_s=0.0,
+                        prefill_base_s=0.002, seed=1)
+    with BackgroundSim(sim_cfg) as sim:
+        cfg = SweepConfig(base_url=sim.base_url, model="ab", label=label, results_dir=tmp,
+                          concurrency=[1, 2], input_len=16, output_len=8,
+                          requests_per_point=4, warmup=1)
+        return run_repeats(cfg, n, progress=False)
+
+
+def test_mean_ci_is_student_t() -> None:
+    out = mean_ci([10.0, 12.0, 14.0])
+    assert out["mean"] == 12.0 and out["sd"] == 2.0
+    assert out["ci_high"] - 12.0 == pytest.approx(4.303 * 2.0 / 3 ** 0.5)
+    assert mean_ci([5.0])["ci_low"] is None
+
+
+def test_ratio_of_identical_samples_is_one_within_noise() -> None:
+    r = ratio_ci([1.0, 1.1, 0.9], [1.0, 1.1, 0.9])
+    assert r["ratio"] == pytest.approx(1.0) and r["within_noise"]
+
+
+def test_repeats_and_compare_against_sims(tmp_path: Path) -> None:
+    a = _run(tmp_path, "a", STEP_S, 3)
+    b = _run(tmp_path, "b", STEP_S * 1.2, 3)
+    a2 = _run(tmp_path, "a2", STEP_S, 3)
+    assert len(a) == 3 and (tmp_path / "a" / "repeats" / "r3" / "results.json").exists()
+    rows = summarize_repeats(a)
+    assert [r["concurrency"] for r in rows] == [1, 2]
+    for r in rows:
+        t = r["tpot_ms_mean"]
+        assert t["n"] == 3 and t["ci_low"] <= t["mean"] <= t["ci_high"]
+        # The configured step is a floor; timer overshoot only adds.
+        assert t["ci_high"] >= STEP_S * 1e3 * 0.98
+    slower = compare_runs(a, b, figures=("tpot_ms_mean", "output_tok_s"))
+    for row in slower:
+        tp = row["tpot_ms_mean"]
+        assert 1.1 < tp["ratio"] < 1.3, row
+        assert tp["ci_low"] > 1.0 and not tp["within_noise"], row
+        assert row["output_tok_s"]["ci_high"] < 1.0, row
+    same = compare_runs(a, a2, figures=("tpot_ms_mean",))
+    for row in same:
+        tp = row["tpot_ms_mean"]
+        assert tp["ci_low"] <= 1.0 <= tp["ci_high"] and tp["within_noise"], row
