@@ -106,3 +106,54 @@ def load_repeats(folder: str | Path) -> list[ResultsDoc]:
     if not dirs:
         raise BenchError(f"{base} holds no repeats; run the sweep with --repeats N first")
     return [load_results(d) for d in dirs]
+
+
+REPEATS_FILE = "repeats.json"
+
+
+def write_summary(cfg: SweepConfig, docs: Sequence[ResultsDoc]) -> Path:
+    """`<folder>/repeats.json`: the per-concurrency means and intervals, and the repeats' folders."""
+    import json
+    path = cfg.folder / REPEATS_FILE
+    body = {"repeats": len(docs), "method": "student-t 95% on per-repeat values",
+            "folders": [str(repeat_config(cfg, i).folder) for i in range(1, len(docs) + 1)],
+            "points": summarize_repeats(docs)}
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(body, indent=2) + "\n")
+    return path
+
+
+def pm(ci: dict[str, Any], digits: int = 1) -> str:
+    """"12.3 ± 0.4" (half-width of the 95 % CI), or the bare mean with one repeat."""
+    if ci["mean"] is None:
+        return "-"
+    if ci["ci_high"] is None:
+        return f"{ci['mean']:.{digits}f}"
+    return f"{ci['mean']:.{digits}f} ± {(ci['ci_high'] - ci['ci_low']) / 2:.{digits}f}"
+
+
+def repeats_table(rows: Sequence[dict[str, Any]]) -> str:
+    """A GitHub table of the summary rows, each figure as mean ± CI half-width."""
+    names = ("output_tok_s", "request_s", "ttft_ms_p50", "tpot_ms_mean", "e2el_ms_p50")
+    lines = ["| C | " + " | ".join(names) + " |", "|---" * (len(names) + 1) + "|"]
+    for r in rows:
+        lines.append(f"| {r['concurrency']} | " + " | ".join(pm(r[n]) for n in names) + " |")
+    return "\n".join(lines)
+
+
+def run_cli(make_config: Any, n: int, progress: bool = True) -> int:
+    """`python -m bench --repeats N`: run, print the ± table, write repeats.json; exit code."""
+    import sys
+    try:
+        cfg = make_config()
+        cfg.validate()
+        docs = run_repeats(cfg, n, progress)
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("bench: interrupted; finished repeats are kept under repeats/", file=sys.stderr)
+        return 130
+    print(repeats_table(summarize_repeats(docs)))
+    print(f"repeats: {write_summary(cfg, docs)}")
+    return 0

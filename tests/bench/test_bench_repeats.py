@@ -62,3 +62,33 @@ def test_repeats_and_compare_against_sims(tmp_path: Path) -> None:
     for row in same:
         tp = row["tpot_ms_mean"]
         assert tp["ci_low"] <= 1.0 <= tp["ci_high"] and tp["within_noise"], row
+
+
+def test_cli_repeats_intervals_contain_the_configured_step(tmp_path: Path) -> None:
+    """`python -m bench --repeats 3`: three interleaved sweeps, a ± table, repeats.json whose
+    TPOT interval holds the simulator's configured decode step at every concurrency."""
+    import json
+    import os
+    import subprocess
+    import sys
+    repo = Path(__file__).resolve().parents[2]
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GX10_BENCH_")}
+    env["PYTHONPATH"] = str(repo)
+    sim_cfg = SimConfig(model="rep", decode_base_s=0.02, decode_per_seq_s=0.0, prefill_base_s=0.0,
+                        prefill_per_token_s=0.0, seed=2)
+    with BackgroundSim(sim_cfg) as sim:
+        done = subprocess.run(
+            [sys.executable, "-m", "bench", "--base-url", sim.base_url, "--model", "rep",
+             "--results-dir", str(tmp_path), "--concurrency", "1,3", "--input-len", "8",
+             "--output-len", "33", "--requests", "6", "--repeats", "3", "--no-progress"],
+            env=env, capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stderr
+    assert "±" in done.stdout
+    body = json.loads((tmp_path / "rep" / "repeats.json").read_text())
+    assert body["repeats"] == 3 and len(body["folders"]) == 3
+    for row in body["points"]:
+        t = row["tpot_ms_mean"]
+        assert t["n"] == 3
+        assert t["ci_low"] <= 20.0 <= t["ci_high"], row
+        # an interval, not a blanket: narrower than 10 % of the step
+        assert t["ci_high"] - t["ci_low"] < 2.0, row
