@@ -63,3 +63,53 @@ def compare_runs(a: Sequence[ResultsDoc], b: Sequence[ResultsDoc],
     if not rows:
         raise BenchError("the two runs share no concurrency point")
     return rows
+
+
+RATIOS_FILE = "ratios.md"
+
+
+def _acceptance(docs: Sequence[ResultsDoc], c: int) -> str:
+    vals = [p.get("server", {}).get("acceptance_length")  # type: ignore[union-attr]
+            for d in docs for p in d["points"] if p["concurrency"] == c]
+    present = [float(v) for v in vals if v is not None]
+    return f"{sum(present) / len(present):.2f}" if present else "-"
+
+
+def _cell(x: dict[str, Any]) -> str:
+    verdict = "noise" if x["within_noise"] else ("higher" if x["ratio"] > 1 else "lower")
+    return f"{x['ratio']:.3f} [{x['ci_low']:.3f}, {x['ci_high']:.3f}] {verdict}"
+
+
+def ratios_markdown(name_a: str, name_b: str, a: Sequence[ResultsDoc],
+                    b: Sequence[ResultsDoc]) -> str:
+    """The comparison table: B/A per concurrency with its 95 % CI and a verdict, and each side's
+    acceptance length beside the real decode speedup (acceptance alone is not the speedup)."""
+    rows = compare_runs(a, b, figures=("output_tok_s", "decode_tok_s_mean", "ttft_ms_p50"))
+    head = (f"{name_b} / {name_a}, {len(b)} vs {len(a)} repeats; 95 % CI (Welch on logs, "
+            "docs/metrics.md); 'noise' where the interval contains 1.\n\n"
+            "| C | output tok/s | decode tok/s per user (real speedup) | TTFT p50 | "
+            f"accept len {name_a} | accept len {name_b} |\n|---|---|---|---|---|---|")
+    lines = [head]
+    for r in rows:
+        c = r["concurrency"]
+        lines.append(f"| {c} | {_cell(r['output_tok_s'])} | {_cell(r['decode_tok_s_mean'])} | "
+                     f"{_cell(r['ttft_ms_p50'])} | {_acceptance(a, c)} | {_acceptance(b, c)} |")
+    return "\n".join(lines) + "\n"
+
+
+def write_ratios(names: str, results_dir: str, out_dir: str) -> str:
+    """For `compare.ipynb`: ratios.md of the first two names when both have repeats; otherwise
+    a note saying how to get them. Returns the text written."""
+    from pathlib import Path
+
+    from bench.repeats import load_repeats
+    parts = [n.strip() for n in names.split(",") if n.strip()]
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    try:
+        a, b = (load_repeats(Path(results_dir) / n) for n in parts[:2])
+        text = ratios_markdown(parts[0], parts[1], a, b)
+    except (BenchError, ValueError) as exc:
+        text = f"No ratios: {exc} (both runs need `--repeats 2` or more).\n"
+    (out / RATIOS_FILE).write_text(text)
+    return text

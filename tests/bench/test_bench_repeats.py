@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bench.compare import compare_runs, ratio_ci
+from bench.compare import compare_runs, ratio_ci, write_ratios
 from bench.repeats import mean_ci, run_repeats, summarize_repeats
 from bench.sim import BackgroundSim, SimConfig
 from bench.sweep import SweepConfig
@@ -58,6 +58,14 @@ def test_repeats_and_compare_against_sims(tmp_path: Path) -> None:
         assert 1.1 < tp["ratio"] < 1.3, row
         assert tp["ci_low"] > 1.0 and not tp["within_noise"], row
         assert row["output_tok_s"]["ci_high"] < 1.0, row
+    text = write_ratios("a,b", str(tmp_path), str(tmp_path / "cmp"))
+    assert (tmp_path / "cmp" / "ratios.md").read_text() == text
+    c1 = next(line for line in text.splitlines() if line.startswith("| 1 |"))
+    decode = c1.split("|")[3]
+    ratio = float(decode.split()[0])
+    assert ratio == pytest.approx(slower[0]["output_tok_s"]["ratio"], rel=0.15)
+    assert 1 / 1.3 < ratio < 1 / 1.1 and "lower" in decode, c1
+    assert "No ratios" in write_ratios("a", str(tmp_path), str(tmp_path / "cmp1"))
     same = compare_runs(a, a2, figures=("tpot_ms_mean",))
     for row in same:
         tp = row["tpot_ms_mean"]
