@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench import plots
+from bench import plots, reproduce
 from bench.configview import ClusterConfig
 from bench.results import ResultsError, load_results
 from bench.shapes import ResultsDoc
@@ -331,6 +331,7 @@ def render_runs(runs: Sequence[plots.Run], folder: str | Path) -> Rendered:
     markdown = markdown_report(runs)
     table = out / TABLE_FILE
     table.write_text(markdown)
+    reproduce.write_reproduce([r.doc for r in runs], out)
     rendered = Rendered(folder=out, table=table, markdown=markdown)
     for name, draw in plots.FIGURES.items():
         fig = draw(runs)

@@ -61,3 +61,25 @@ def test_resume_refuses_another_image_and_another_server(tmp_path: Path) -> None
     assert [p["concurrency"] for p in doc["points"]] == [1, 2]
     doc, _ = sweep_against_sim(SIM, tmp_path, cluster_facts=_facts(new), rerun=True, **more)
     assert doc["provenance"]["nodes"][0]["image_id"] == new  # type: ignore[typeddict-item]
+
+
+def test_reproduce_md_holds_results_json_numbers_and_ids(tmp_path: Path) -> None:
+    import json
+
+    from bench import report
+    from bench.reproduce import bench_command
+    facts = _facts("sha256:" + "c" * 64)
+    facts["nodes"][0]["versions"] = {"torch": "2.9.0", "vllm": "0.11.1"}
+    sweep_against_sim(SIM, tmp_path, cluster_facts=facts, **{**KW, "concurrency": [1, 2]})
+    on_disk = json.loads((tmp_path / "prov" / "results.json").read_text())
+    rendered = report.render(on_disk, tmp_path / "out", "sim")
+    text = (rendered.folder / "reproduce.md").read_text()
+    for node in on_disk["provenance"]["nodes"]:
+        assert f"| {node['host']} | vllm-node:latest | {node['image_id']} |" in text
+    assert "torch 2.9.0, vllm 0.11.1" in text
+    assert "```\nvllm serve prov --port 8000\n```" in text
+    assert bench_command(on_disk) in text and "--concurrency 1,2" in text
+    for p in on_disk["points"]:
+        assert (f"| {p['concurrency']} | {p['completed']} | {p['output_tok_s']!r} | "
+                f"{p['ttft_ms']['p50']!r} | {p['tpot_ms']['p50']!r} |") in text
+    assert "0.33.1+sim" in text and on_disk["provenance"]["tool"]["commit"] in text
