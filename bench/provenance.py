@@ -142,3 +142,10 @@ async def recheck(cfg: Any, card: dict[str, Any], doc: Any, points: list[int],
                 p["provenance_changed"] = changed
         write_json_atomic(path, doc)
     return changed
+
+
+def image_short(doc: Any) -> str:
+    """The caption's image: the head node's image ID prefix (12 hex digits), else 'unknown'."""
+    nodes = (doc.get("provenance") or {}).get("nodes") or []
+    image_id = str(nodes[0].get("image_id") or "") if nodes else ""
+    return image_id.removeprefix("sha256:")[:12] or "unknown"

@@ -83,3 +83,7 @@ def test_reproduce_md_holds_results_json_numbers_and_ids(tmp_path: Path) -> None
         assert (f"| {p['concurrency']} | {p['completed']} | {p['output_tok_s']!r} | "
                 f"{p['ttft_ms']['p50']!r} | {p['tpot_ms']['p50']!r} |") in text
     assert "0.33.1+sim" in text and on_disk["provenance"]["tool"]["commit"] in text
+    from bench.plots import caption_lines
+    caption = " ".join(caption_lines([report.run_view(on_disk, "sim")]))
+    assert "image cccccccccccc" in caption and "vLLM 0.33.1+sim" in caption
+    assert "repeats 1" in caption and on_disk["started_at"][:10] in caption
