@@ -10,5 +10,7 @@ session) and `netstamp` (kernel stamps); `sweep` (closed-loop concurrency sweep,
 `shapes` (typed results rows and point summaries); `results` (results on disk, `load_results`,
 `points_frame`); `servermetrics` (`/metrics` scraping); `stats` (distributions); `errors` (the
 one error root, `BenchError`); `sim` (the simulated vLLM endpoint); `report`, `plots` and
-`configview` (the part of the cluster config the report reads); `cli` (`python -m bench`).
+`configview` (the part of the cluster config the report reads); `cli` (`python -m bench`);
+`provenance` (the run's card, resume identity), `repeats` (`--repeats N`, mean and 95 % CI),
+`compare` (A/B ratios with CIs), `reproduce` (reproduce.md).
 """

@@ -78,6 +78,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true",
                    help="run against the embedded simulated endpoint (same as --model demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    p.add_argument("--repeats", type=int, default=1,
+                   help="measure each point N times, interleaved (N sweeps under <label>/"
+                        "repeats/); prints mean ± 95%% CI and writes repeats.json")
     return p
 
 
@@ -199,4 +202,8 @@ def run(make_config: Callable[[], SweepConfig], demo: bool, progress: bool = Tru
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     demo = bool(args.demo or (args.model == DEMO_MODEL and not args.base_url))
+    if args.repeats != 1 and not demo:
+        from bench.repeats import run_cli
+        return run_cli(lambda: config_from_args(args, demo), args.repeats,
+                       progress=not args.no_progress)
     return run(lambda: config_from_args(args, demo), demo, progress=not args.no_progress)

@@ -35,6 +35,7 @@ from matplotlib.patches import Patch, Rectangle
 from matplotlib.ticker import FixedLocator, FuncFormatter, LogLocator, MaxNLocator, NullLocator
 from matplotlib.typing import LineStyleType, RcKeyType
 
+from bench.provenance import image_short
 from bench.results import points_frame
 from bench.shapes import ResultsDoc
 
@@ -77,6 +78,8 @@ class Run:
     frame: pd.DataFrame  # bench.results.points_frame
     failures: pd.DataFrame  # index concurrency, one column per failure kind, counts
     doc: ResultsDoc = field(repr=False)  # the results document itself
+    image: str = "unknown"  # the head's image ID prefix (bench.provenance.image_short)
+    repeats: int = 1
 
     @classmethod
     def from_doc(cls, doc: ResultsDoc, hardware: str, simulated: bool) -> Run:
@@ -96,6 +99,7 @@ class Run:
             frame=points_frame(doc),
             failures=kinds.astype(int),
             doc=doc,
+            image=image_short(doc),
         )
 
     def has(self, column: str) -> bool:
@@ -117,6 +121,7 @@ def caption_lines(runs: Sequence[Run]) -> list[str]:
     What all runs share is said once; what differs is said per model.
     """
     fields = {"Hardware": [r.hardware for r in runs], "vLLM": [r.version for r in runs],
+              "image": [r.image for r in runs], "repeats": [str(r.repeats) for r in runs],
               "run": [r.date for r in runs], "": [r.workload for r in runs]}
     shared = {k: v[0] for k, v in fields.items() if len(set(v)) == 1}
     lines = []

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench import nodeplots, plots
+from bench import nodeplots, plots, reproduce
 from bench.configview import ClusterConfig
 from bench.hooks import TELEMETRY_FILE
 from bench.results import ResultsError, load_results
@@ -346,6 +346,7 @@ def render_runs(runs: Sequence[plots.Run], folder: str | Path) -> Rendered:
     markdown = markdown_report(runs)
     table = out / TABLE_FILE
     table.write_text(markdown)
+    reproduce.write_reproduce([r.doc for r in runs], out)
     rendered = Rendered(folder=out, table=table, markdown=markdown)
     for name, draw in {**plots.FIGURES, **nodeplots.FIGURES}.items():
         fig = draw(runs)

@@ -35,7 +35,7 @@ from urllib.parse import urlparse
 import aiohttp
 from tqdm import tqdm
 
-from bench import client, results, servermetrics
+from bench import client, provenance, results, servermetrics
 from bench.errors import BenchError
 from bench.hooks import TELEMETRY_FILE, SweepHooks
 from bench.looplag import LoopLag
@@ -90,6 +90,7 @@ class SweepConfig:
     scrape_interval_s: float = 0.5
     stall_s: float | None = 120.0   # stall watchdog (bench/watchdog.py); None: off
     hooks: SweepHooks = field(default_factory=SweepHooks, compare=False, repr=False)
+    cluster_facts: dict[str, Any] | None = None  # from cluster/ (bench.provenance); None: bare URL
 
     @property
     def folder(self) -> Path:
@@ -284,7 +285,7 @@ def _now_iso() -> str:
     return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
-def _open_existing(cfg: SweepConfig) -> ResultsDoc | None:
+def _open_existing(cfg: SweepConfig, card: dict[str, Any]) -> ResultsDoc | None:
     path = cfg.folder / results.RESULTS_FILE
     if cfg.rerun or not path.exists():
         return None
@@ -300,13 +301,19 @@ def _open_existing(cfg: SweepConfig) -> ResultsDoc | None:
     if diff:
         raise BenchError(f"{path} was made with different {', '.join(diff)}; pass --rerun to "
                          f"replace it or use another --label")
+    changed = provenance.differences(doc.get("provenance"), card)  # type: ignore[arg-type]
+    if changed:
+        raise BenchError(f"{path} was measured on another setup ({'; '.join(changed)}); pass "
+                         f"--rerun to start a new run or use another --label")
     return doc
 
 
 async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> ResultsDoc:
     """Async form of `run_sweep`."""
     version = await preflight(cfg)
-    existing = _open_existing(cfg)
+    card = provenance.build_card(await provenance.http_facts(cfg.base_url, cfg.model),
+                                 cfg.settings(), cfg.cluster_facts)
+    existing = _open_existing(cfg, card)
     folder = cfg.folder
     folder.mkdir(parents=True, exist_ok=True)
     req_path = folder / results.REQUESTS_FILE
@@ -322,7 +329,7 @@ async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> ResultsDoc:
                 "schema_version": results.SCHEMA_VERSION, "label": folder.name,
                 "model": cfg.model, "base_url": cfg.base_url, "server_version": version,
                 "started_at": _now_iso(), "updated_at": None, "settings": cfg.settings(),
-                "points": [],
+                "points": [], "provenance": card,  # type: ignore[typeddict-unknown-key]
             }
         else:
             doc = existing
@@ -365,6 +372,7 @@ async def arun_sweep(cfg: SweepConfig, progress: bool = True) -> ResultsDoc:
             log.info("point C=%d done: %d ok, %d failed %s, %.1f output tok/s, "
                      "TTFT p50 %s ms", c, point["completed"], point["failed"],
                      point["failures"], point["output_tok_s"] or 0.0, point["ttft_ms"]["p50"])
+        await provenance.recheck(cfg, card, doc, todo, folder / results.RESULTS_FILE)
         return doc
     finally:
         log.removeHandler(handler)

@@ -27,3 +27,12 @@ config_file = None  # an Invoke config file, as `inv -f FILE` takes (for the har
 runs = report.load_runs(models, results_dir, settings=load_config(config_file))
 rendered = report.render_runs(runs, out_dir)
 report.show(rendered)
+
+# %% [markdown]
+# Ratios of the second run to the first, per concurrency, with 95 % intervals (needs both runs
+# swept with `--repeats 2` or more); written to `out_dir/ratios.md`.
+
+# %%
+from bench import compare  # noqa: E402
+
+print(compare.write_ratios(models, results_dir, out_dir))
