@@ -22,10 +22,7 @@ from .remote import FABRIC_SSH, Cluster, Result
 from .shell import q
 
 # -L: a Hugging Face cache is symlinks into blobs/; copy the real files, never the links.
-# --outbuf=N: rsync's stdout is a pipe here, so stdio would hold its progress lines (\r-ended)
-# in a 4 KiB buffer for a minute; unbuffered, the bars see every update (and a killed rsync's
-# last count, not its first).
-BASE = ["rsync", "-a", "--copy-links", "--partial", "--info=progress2", "--outbuf=N", "--no-inc-recursive"]
+BASE = ["rsync", "-a", "--copy-links", "--partial", "--info=progress2", "--no-inc-recursive"]
 RSYNC = [*BASE, "--append-verify"]
 # re-copying what verify found wrong: same size is no proof there, so no append, no quick check
 REPAIR = [*BASE, "--ignore-times", "--whole-file"]

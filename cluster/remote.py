@@ -244,8 +244,7 @@ class Cluster:
                 kwargs["out_stream"] = prefixed_lines(node.name, self.out)
                 kwargs["err_stream"] = prefixed_lines(node.name, self.out)
             elif sink is not None:
-                # invoke writes nothing to out_stream when stdout is hidden: show it, to the sink
-                kwargs["out_stream"], kwargs["hide"] = sink, "stderr"
+                kwargs["out_stream"] = sink
             r = conn.run(command, **kwargs)
             result = Result(node.name, command, r.exited, r.stdout, r.stderr)
         except CommandTimedOut as exc:
