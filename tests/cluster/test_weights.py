@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import os
 import re
 import signal
@@ -13,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from cluster.config import load
+from cluster.remote import Cluster
 from testbeds.clustertool import PROJECT, inv, make_model, tool_config
 from testbeds.simcluster.host import comm, netns_pids
 
@@ -178,6 +181,27 @@ def test_worker_down_at_start_stages_the_others_then_names_it(clean_models: Any,
     assert again.returncode == 0, again.stderr
     assert listing(clean_models, "w2") == expected
     assert {n: v for n, v in stamps(clean_models).items() if n != "w2"} == others  # only w2 was copied to
+
+
+def test_local_copy_progress_reaches_the_bar_as_it_comes(simcluster: Any, tmp_path: Path) -> None:
+    """Hop 1's rsync runs on the control: its progress must reach the bar when printed, not a
+    4 KiB read later (a minute of progress lines; the head's bar showed 1.2 KiB mid-copy)."""
+    s = load(tool_config(simcluster, tmp_path))
+    got: list[tuple[float, str]] = []
+
+    class Sink:
+        def write(self, data: str) -> int:
+            got.append((time.monotonic() - t, data))
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+    with Cluster(s, out=io.StringIO()) as cl:
+        t = time.monotonic()
+        r = cl.run_local(["sh", "-c", "printf '  1,000  1%%\\r'; sleep 3; printf '  2,000 2%%\\n'"], sink=Sink())
+    assert r.ok and got and got[0][1].startswith("  1,000")
+    assert got[0][0] < 2, f"first progress line reached the sink after {got[0][0]:.1f} s (printed at 0 s)"
 
 
 def rsyncs(sim: Any) -> dict[str, list[int]]:
