@@ -9,6 +9,8 @@ commands still run, because a plan depends on what the nodes hold.
 
 from __future__ import annotations
 
+import codecs
+import io
 import logging
 import shlex
 import socket
@@ -431,8 +433,13 @@ class Cluster:
         drain = threading.Thread(target=lambda: err_lines.extend(proc.stderr or []), daemon=True)
         drain.start()
         out_parts: list[str] = []
-        assert proc.stdout is not None
-        for chunk in iter(lambda: proc.stdout.read(4096) if proc.stdout else "", ""):
+        assert isinstance(proc.stdout, io.TextIOWrapper)
+        # read1: what the pipe holds now. A text read(4096) waits for 4096 characters, about
+        # a minute of rsync's progress lines, so the bars saw hop 1 a minute late.
+        decode = codecs.getincrementaldecoder("utf-8")(errors="replace").decode
+        raw = proc.stdout.buffer
+        while data := raw.read1(65536):
+            chunk = decode(data)
             if sink is not None:
                 sink.write(chunk)
             else:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import io
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -12,6 +14,8 @@ from typing import Any
 
 import pytest
 
+from cluster.config import load
+from cluster.remote import Cluster
 from testbeds.clustertool import PROJECT, inv, make_model, tool_config
 from testbeds.simcluster.host import comm, netns_pids
 
@@ -179,6 +183,27 @@ def test_worker_down_at_start_stages_the_others_then_names_it(clean_models: Any,
     assert {n: v for n, v in stamps(clean_models).items() if n != "w2"} == others  # only w2 was copied to
 
 
+def test_local_copy_progress_reaches_the_bar_as_it_comes(simcluster: Any, tmp_path: Path) -> None:
+    """Hop 1's rsync runs on the control: its progress must reach the bar when printed, not a
+    4 KiB read later (a minute of progress lines; the head's bar showed 1.2 KiB mid-copy)."""
+    s = load(tool_config(simcluster, tmp_path))
+    got: list[tuple[float, str]] = []
+
+    class Sink:
+        def write(self, data: str) -> int:
+            got.append((time.monotonic() - t, data))
+            return len(data)
+
+        def flush(self) -> None:
+            pass
+
+    with Cluster(s, out=io.StringIO()) as cl:
+        t = time.monotonic()
+        r = cl.run_local(["sh", "-c", "printf '  1,000  1%%\\r'; sleep 3; printf '  2,000 2%%\\n'"], sink=Sink())
+    assert r.ok and got and got[0][1].startswith("  1,000")
+    assert got[0][0] < 2, f"first progress line reached the sink after {got[0][0]:.1f} s (printed at 0 s)"
+
+
 def rsyncs(sim: Any) -> dict[str, list[int]]:
     """rsync processes inside each node's network namespace (not the machine's others)."""
     out = {}
@@ -243,3 +268,58 @@ def test_clear_weights_dry_run_then_real_and_refuses_served(clean_models: Any, t
     assert real.returncode == 0, real.stderr
     assert clean_models.node_run("w1", f"test -d {REMOTE}").returncode != 0
     assert clean_models.node_run("w3", f"test -d {REMOTE}").returncode == 0
+
+
+def arrived(sim: Any, node: str) -> int:
+    """Bytes on the node's disk under the model folder, rsync's hidden partial files included."""
+    out = sim.node_run(node, f"find {REMOTE} -type f -printf '%s\\n' 2>/dev/null").stdout
+    return sum(int(x) for x in out.split())
+
+
+def test_worker_lost_mid_overlap_others_finish_progress_true_rerun_copies_only_missing(
+        clean_models: Any, tmp_path: Path) -> None:
+    cfg = tool_config(clean_models, tmp_path)
+    src = make_model(tmp_path / "workspace", HF_ID, big=(30_000_000, 30_000_000))
+    expected = subprocess.run(f"cd {src} && find . -type f -printf '%P %s\\n' | sort", shell=True,
+                              capture_output=True, text=True, check=True).stdout
+    clean_models.shape_uplink("80mbit")  # hop 1 ~6 s: the second shard still crosses it
+    clean_models.shape_fabric("40mbit")  # a 30 MB forward ~6 s: time to lose w2 inside it
+    try:
+        fab0 = clean_models.link_bytes("w2", "fabric")
+        proc = subprocess.Popen([sys.executable, "-m", "invoke", "-r", str(PROJECT), "-f", str(cfg), "stage",
+                                 "--model", "nemotron"],
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, start_new_session=True)
+        deadline = time.monotonic() + 60
+        while time.monotonic() < deadline:  # both shards being forwarded to w2 (2 procs per rsync)
+            if len(rsyncs(clean_models).get("w2", [])) >= 4:
+                break
+            time.sleep(0.1)
+        else:
+            proc.kill()
+            pytest.fail("no two forwards to w2 in flight")
+        time.sleep(2)  # both counters have moved: the bar must add them, not show the newest one's
+        clean_models.stop_sshd("w2")
+        try:
+            out, err = proc.communicate(timeout=120)
+            on_w2, fab = arrived(clean_models, "w2"), clean_models.link_bytes("w2", "fabric") - fab0
+        finally:
+            clean_models.start_sshd("w2")
+    finally:
+        clean_models.shape_uplink(None)
+        clean_models.shape_fabric(None)
+    assert proc.returncode == 1, out + err
+    assert "staging failed on w2" in err and "finished and verified on head, w1, w3" in err, err
+    for node in ("head", "w1", "w3"):
+        assert listing(clean_models, node) == expected
+    # w2's progress line shows the bytes that really arrived (rsync counts once a second: at
+    # 5 MB/s it may lag a few MB), not the counter of one of its rsyncs
+    line = next(ln for ln in err.splitlines() if ln.startswith("w2 (hop 2") and "(FAILED)" in ln)
+    m = re.match(r"w2 \(hop 2, fabric\): ([\d.]+) (B|KiB|MiB|GiB) of", line)
+    assert m, line
+    shown = float(m.group(1)) * 1024 ** ["B", "KiB", "MiB", "GiB"].index(m.group(2))
+    assert on_w2 - 8_000_000 <= shown <= fab + 1024**2, f"{line!r}: {on_w2} B on w2's disk, {fab} B on its link"
+    others = {n: v for n, v in stamps(clean_models).items() if n != "w2"}
+    again = inv(cfg, "stage", "--model", "nemotron")
+    assert again.returncode == 0, again.stderr
+    assert listing(clean_models, "w2") == expected
+    assert {n: v for n, v in stamps(clean_models).items() if n != "w2"} == others  # only w2 was copied to
