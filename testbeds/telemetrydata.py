@@ -1,9 +1,14 @@
 """What the telemetry tests share: the recorded nvidia-smi fixtures' field list and where they lie,
-and the live members of a process group (to prove a stopped sampler left nothing behind)."""
+the live members of a process group (to prove a stopped sampler left nothing behind), and how a
+test sets a simulated node's files and its nvidia-smi stand-in's readings."""
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
+
+from cluster.shell import q
 
 FIXTURES = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "telemetry"
 # The recorded command's --query-gpu list (tests/fixtures/telemetry/README).
@@ -27,3 +32,13 @@ def group_members(pgid: int) -> list[str]:
         if int(group) == pgid and state != "Z":
             found.append(text[:80])
     return found
+
+
+def put(sim: Any, node: str, path: str, text: str) -> None:
+    """Write `text` to `path` on a simulated node, whole (a reader never sees half of it)."""
+    sim.node_run(node, f"cat > {q(path)}.tmp && mv {q(path)}.tmp {q(path)}", check=True, input=text)
+
+
+def scenario(sim: Any, node: str, **data: Any) -> None:
+    """The readings the node's nvidia-smi stand-in answers with from now on."""
+    put(sim, node, "/root/.nvidia-smi-standin.json", json.dumps(data))

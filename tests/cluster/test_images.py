@@ -4,7 +4,6 @@ fabric, backup/restore and prune, with real podman on the simulated nodes over r
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import time
@@ -19,7 +18,7 @@ from cluster.config import defaults
 from cluster.images.build import wheel_problems
 from cluster.images.prune import parse_age, parse_created
 from cluster.images.verify import at_least, same_build
-from testbeds.clustertool import PROJECT, inv, tool_config
+from testbeds.clustertool import PROJECT, inv, procs_on, tool_config
 from testbeds.launcher import IMAGES_DIR
 from testbeds.simcluster import SimCluster
 
@@ -184,17 +183,8 @@ def test_distribute_streams_to_every_worker_and_skips_current_ones(env: Env) -> 
 
 def _loading_on(sim: SimCluster, node: str) -> bool:
     """A `podman load` runs inside `node` (its network namespace), i.e. the stream reached it."""
-    ns = os.stat(f"/run/netns/{sim.layout.netns(node)}").st_ino
-    for pid in filter(str.isdigit, os.listdir("/proc")):
-        try:
-            if os.stat(f"/proc/{pid}/ns/net").st_ino != ns:
-                continue
-            argv = Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")
-        except OSError:
-            continue
-        if b"load" in argv and any(a.endswith(b"podman") for a in argv):
-            return True
-    return False
+    return any(argv.split()[0].endswith("podman") and "load" in argv.split()
+               for argv in procs_on(sim, node, b"podman", b"load"))
 
 
 def test_worker_lost_mid_stream_is_named_and_a_rerun_finishes(env: Env) -> None:

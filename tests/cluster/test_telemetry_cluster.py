@@ -3,7 +3,6 @@ stand-in on every node's PATH and a per-node meminfo file the test controls."""
 
 from __future__ import annotations
 
-import json
 import shutil
 import time
 from pathlib import Path
@@ -14,11 +13,10 @@ import pytest
 from bench.telemetry import summarize_point
 from cluster import config
 from cluster.remote import Cluster
-from cluster.shell import q
 from cluster.telemetry import TelemetryOptions, TelemetryRecorder, read_once
 from testbeds.checks import timing
 from testbeds.clustertool import tool_config
-from testbeds.telemetrydata import group_members
+from testbeds.telemetrydata import group_members, put, scenario
 
 pytestmark = pytest.mark.cluster
 STANDIN = Path(__file__).resolve().parents[2] / "testbeds" / "standins" / "nvidia-smi"
@@ -28,14 +26,6 @@ MEMINFO = "/root/telemetry-meminfo"
 def meminfo(swap_free_kib: int) -> str:
     return ("MemTotal:       127600748 kB\nMemFree:         2000000 kB\nMemAvailable:   118566368 kB\n"
             f"Cached:         90000000 kB\nSwapTotal:       16000000 kB\nSwapFree:       {swap_free_kib} kB\n")
-
-
-def put(sim: Any, node: str, path: str, text: str) -> None:
-    sim.node_run(node, f"cat > {q(path)}.tmp && mv {q(path)}.tmp {q(path)}", check=True, input=text)
-
-
-def scenario(sim: Any, node: str, **data: Any) -> None:
-    put(sim, node, "/root/.nvidia-smi-standin.json", json.dumps(data))
 
 
 

@@ -22,8 +22,8 @@ from bench.sweep import SweepConfig, arun_sweep
 from bench.telemetry import FlagRules, read_telemetry_csv
 from cluster import config, sweeptelemetry
 from cluster.remote import Cluster
-from cluster.shell import q
 from testbeds.clustertool import tool_config
+from testbeds.telemetrydata import put, scenario
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(180)]
 STANDIN = Path(__file__).resolve().parents[2] / "testbeds" / "standins" / "nvidia-smi"
@@ -32,14 +32,6 @@ POWER = {"head": 41.0, "w1": 33.0, "w2": 27.0, "w3": 19.0}
 NORMAL = {"clocks.sm": 2400, "utilization.gpu": 95}
 MEM = ("MemTotal: 127600748 kB\nMemFree: 2000000 kB\nMemAvailable: 118566368 kB\nCached: 90000000 kB\n"
        "SwapTotal: 16000000 kB\nSwapFree: 16000000 kB\n")
-
-
-def put(sim: Any, node: str, path: str, text: str) -> None:
-    sim.node_run(node, f"cat > {q(path)}.tmp && mv {q(path)}.tmp {q(path)}", check=True, input=text)
-
-
-def scenario(sim: Any, node: str, **data: Any) -> None:
-    put(sim, node, "/root/.nvidia-smi-standin.json", json.dumps(data))
 
 
 @pytest.fixture
