@@ -223,22 +223,27 @@ def bench(c: Context, model: str | None = None, concurrency: str | None = None, 
     if model == "demo":
         code = bench_cli.run(sweep_config, demo=True)
     else:
-        code = _bench_with_telemetry(s, sweep_config)
+        code = _bench_with_telemetry(s, sweep_config, spec)
     if code:
         raise Exit(code=code)
 
 
-def _bench_with_telemetry(s: Settings, make: Callable[[], Any]) -> int:
+def _bench_with_telemetry(s: Settings, make: Callable[[], Any], spec: Any) -> int:
     """The sweep with every node's sampler running (cluster/sweeptelemetry.py) and bench's
-    TelemetryHooks fed from it; the stall watchdog saves container log tails under results/."""
+    TelemetryHooks fed from it; the stall watchdog saves container log tails under results/.
+    The provenance card's cluster facts (cluster/provenance.py) are read before the first point
+    and again after the last."""
     from bench import cli as bench_cli
     from bench.hooks import TelemetryHooks
     from bench.telemetry import FlagRules
+    from cluster import provenance as cluster_provenance
 
     with Cluster(s) as cl, sweeptelemetry.recording(cl) as tel:
         def sweep_config() -> Any:
             cfg = make()
             cfg.hooks = TelemetryHooks(tel.data, tel.mark, tel.save_logs, FlagRules(**tel.rules))
+            cfg.hooks.regather = lambda: cluster_provenance.gather(cl, spec)
+            cfg.cluster_facts = cluster_provenance.gather(cl, spec)
             cfg.stall_s = tel.stall_s
             return cfg
 

@@ -21,7 +21,11 @@ TELEMETRY_FILE = "telemetry.csv"
 
 
 class SweepHooks:
-    """No-op hooks; subclass and override what you need. Times are control-clock epoch s."""
+    """No-op hooks; subclass and override what you need. Times are control-clock epoch s.
+    `regather`, when set, returns the cluster facts again after the last point (the card's
+    post-check compares them with those gathered before the first)."""
+
+    regather: Callable[[], dict[str, Any] | None] | None = None
 
     def point_start(self, c: int) -> None:
         return None

@@ -11,6 +11,7 @@ always recorded; against a bare URL every cluster field is listed under `unknown
 
 from __future__ import annotations
 
+import asyncio
 import importlib.metadata
 import re
 import subprocess
@@ -132,8 +133,9 @@ async def recheck(cfg: Any, card: dict[str, Any], doc: Any, points: list[int],
     """After the last point: gather again; a change is written on the affected points (those
     measured in this call) and under `provenance_changed`. `cfg` is the `SweepConfig`."""
     from bench.results import write_json_atomic
-    after = build_card(await http_facts(cfg.base_url, cfg.model), card["bench_settings"],
-                       cfg.cluster_facts)
+    regather = getattr(cfg.hooks, "regather", None)
+    facts = (await asyncio.to_thread(regather) if regather else None) or cfg.cluster_facts
+    after = build_card(await http_facts(cfg.base_url, cfg.model), card["bench_settings"], facts)
     changed = differences(card, after)
     if changed:
         doc["provenance_changed"] = {"points": points, "changes": changed}
