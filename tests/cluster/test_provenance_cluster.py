@@ -1,0 +1,122 @@
+"""The provenance card's cluster facts on the simulated cluster (cluster/provenance.py): a sweep
+against the stand-in launcher's head records every node's real image ID, the versions `inv verify`
+recorded for it and the command line the head's container runs; after the image changes under
+the same tag (and the model is relaunched), resuming the sweep refuses, naming the image."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib.util
+import json
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bench.errors import BenchError
+from bench.hooks import SweepHooks
+from bench.shapes import ResultsDoc
+from bench.sweep import SweepConfig, arun_sweep
+from cluster import config
+from cluster import provenance as cluster_provenance
+from cluster.facts import normalize_id
+from cluster.remote import Cluster
+from testbeds.checks import skip_or_fail
+from testbeds.clustertool import inv, make_model, procs_on, tool_config
+from testbeds.launcher import REPO_DIR, harness
+from testbeds.launcher.harness import HF, install_repo, reset, set_recipe, uninstall
+
+pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+IMAGE = "vllm-node"  # nemotron's image; its config expects no transformers
+
+
+def head_script() -> str:
+    """The script the stand-in launcher's head container runs (read from the stand-in)."""
+    spec = importlib.util.spec_from_file_location("standin", REPO_DIR / "standin.py")
+    assert spec and spec.loader
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return str(mod.HEAD_SCRIPT)
+
+
+@pytest.fixture
+def lab(simcluster: Any, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
+    sim = simcluster
+    cfg = tool_config(sim, tmp_path)
+    make_model(tmp_path / "workspace", HF["nemotron"], files=5, big=(100_000,))
+    try:
+        harness.node_python()
+    except harness.NoNodePython as e:
+        skip_or_fail(str(e))
+    try:
+        sim.build_test_image("head", IMAGE, transformers="4.57.1")
+        sim.distribute_test_image(IMAGE)
+        install_repo(sim)
+        set_recipe(sim, "nemotron", load_delay=0.5)
+        for args in (("stage", "--model", "nemotron"), ("verify", "--image", IMAGE, "--node", "all"),
+                     ("launch", "--model", "nemotron", "--timeout", "2")):
+            r = inv(cfg, *args)
+            assert r.returncode == 0, r.stdout + r.stderr
+        yield sim, cfg
+    finally:
+        uninstall(sim)
+
+
+def sweep(settings: config.Settings, folder: Path, concurrency: list[int]) -> ResultsDoc:
+    spec = settings.model("nemotron")
+    with Cluster(settings) as cl:
+        hooks = SweepHooks()
+        hooks.regather = lambda: cluster_provenance.gather(cl, spec)
+        cfg = SweepConfig(base_url=f"http://{settings.head.mgmt}:{settings.api_port}", model=spec.served_name,
+                          label="prov", results_dir=folder, concurrency=concurrency, input_len=8,
+                          output_len=8, requests_per_point=2, warmup=0, hooks=hooks,
+                          cluster_facts=cluster_provenance.gather(cl, spec))
+        return asyncio.run(arun_sweep(cfg, progress=False))
+
+
+def test_card_holds_real_image_ids_verified_versions_and_command_line_then_refuses_a_new_image(
+        lab: tuple[Any, Path], tmp_path: Path) -> None:
+    sim, cfg = lab
+    settings = config.load(cfg)
+    folder = tmp_path / "results"
+    doc = sweep(settings, folder, [1])
+    card = json.loads((folder / "prov" / "results.json").read_text())["provenance"]
+    assert card == doc["provenance"] and card["source"] == "cluster"  # type: ignore[typeddict-item]
+    assert card["unknown"] == [] and "provenance_changed" not in doc  # the post-check saw the same facts
+
+    # every node: the ID the node really holds, and what `inv verify` found in it
+    ids = {n: sim.image_id(n, IMAGE) for n in sim.node_names}
+    assert [(n["host"], n["image"], n["image_id"]) for n in card["nodes"]] == [
+        (n, f"{IMAGE}:latest", normalize_id(ids[n])) for n in sim.node_names]
+    for n in card["nodes"]:
+        assert n["verified"]["ok"] is True, n
+        assert n["verified"]["torch"] == "2.11.0+cu130, CUDA 13.0", n
+        assert n["verified"]["vllm"] == "0.22.1rc1.dev124+gace95c9cf.d20260603", n
+        assert n["kernel"] and n["mem_available_kib"] > 0, n
+
+    # the head container's PID 1 as it runs (seen from the node's own process table)
+    cmd = card["command_line"]
+    assert cmd["container"] == "vllm_node" and cmd["pid1"] == ["sh", "-c", head_script()]
+    assert any("Starting Ray head node" in p for p in procs_on(sim, "head", b"sh", b"-c", b"Ray head"))
+    recipe = card["recipe"]
+    truth = sim.node_run("head", f"sha256sum {harness.REPO}/{harness.RECIPES['nemotron']}", check=True)
+    assert recipe["path"] == harness.RECIPES["nemotron"] and recipe["sha256"] == truth.stdout.split()[0]
+    assert card["launcher"]["path"] == harness.REPO and card["launcher"]["git"] is False
+    assert card["mods"] == list(settings.model("nemotron").mods)
+
+    # a new image under the same tag on every node, verified and relaunched: resume refuses
+    old = normalize_id(ids["head"])
+    sim.build_test_image("head", IMAGE, transformers="4.57.1", extra_bytes=4096)  # same versions, new bytes
+    sim.distribute_test_image(IMAGE)
+    new = normalize_id(sim.image_id("head", IMAGE))
+    assert new != old
+    reset(sim)
+    set_recipe(sim, "nemotron", load_delay=0.5)
+    for args in (("verify", "--image", IMAGE, "--node", "all"), ("launch", "--model", "nemotron", "--timeout", "2")):
+        r = inv(cfg, *args)
+        assert r.returncode == 0, r.stdout + r.stderr
+    with pytest.raises(BenchError, match=f"image ID on head: {old} -> {new}"):
+        sweep(settings, folder, [1, 2])
+    stored = json.loads((folder / "prov" / "results.json").read_text())
+    assert [p["concurrency"] for p in stored["points"]] == [1]  # nothing appended
