@@ -10,6 +10,7 @@ container itself (its PID 1 and any `vllm serve` process inside it).
 from __future__ import annotations
 
 import json
+import shlex
 from typing import Any
 
 from .config import ModelSpec, Node
@@ -43,7 +44,7 @@ def _num(text: str) -> float | None:
 
 
 def parse_node(node: Node, stdout: str) -> dict[str, Any]:
-    out: dict[str, Any] = {"host": node.name, "image": None, "image_id": None, "kernel": None,
+    out: dict[str, Any] = {"host": node.name, "image_tag": None, "image_id": None, "kernel": None,
                            "os": None, "mem_available_kib": None}
     for line in stdout.splitlines():
         kind, _, rest = line.partition("\t")
@@ -56,25 +57,26 @@ def parse_node(node: Node, stdout: str) -> dict[str, Any]:
         elif kind == "gpu" and rest.strip():
             cols = [x.strip() for x in rest.split(",")]
             if cols[0] and not cols[0].startswith("["):
-                out["gpu_driver"] = cols[0]
+                out["driver"] = cols[0]
             clocks = {k: _num(v) for k, v in zip(("sm_clock_mhz", "max_sm_clock_mhz"), cols[1:3], strict=False)}
             out.update({k: v for k, v in clocks.items() if v is not None})
         elif kind == "image":
             tag, _, image_id = rest.partition("\t")
-            out["image"] = tag.strip().removeprefix("localhost/") or None
+            out["image_tag"] = tag.strip().removeprefix("localhost/") or None
             out["image_id"] = normalize_id(image_id) or None
     return out
 
 
-def verified_versions(record: dict[str, Any] | None, node: str) -> dict[str, Any] | None:
-    """What `inv verify` found in this image ID (this node's verdict, else any node's)."""
+def verified_versions(record: dict[str, Any] | None, node: str) -> dict[str, Any]:
+    """What `inv verify` found in this image ID (this node's verdict, else any node's), as the
+    card's `versions`, `verified_at` and `verified_ok`; all None when it was never verified."""
     if not record:
-        return None
+        return {"versions": None, "verified_at": None, "verified_ok": None}
     nodes = record.get("nodes") if isinstance(record.get("nodes"), dict) else {}
     entry = (nodes.get(node) or next(iter(nodes.values()), None)) if nodes else None
     checks = entry.get("checks", []) if isinstance(entry, dict) else []
-    return {"verified_at": record.get("verified_at"), "ok": record.get("ok"),
-            **{str(c.get("what")): c.get("got") for c in checks if isinstance(c, dict)}}
+    return {"versions": {str(c.get("what")): c.get("got") for c in checks if isinstance(c, dict)},
+            "verified_at": record.get("verified_at"), "verified_ok": record.get("ok")}
 
 
 def launcher_facts(cluster: Cluster) -> dict[str, Any]:
@@ -105,7 +107,7 @@ SERVE_SCAN = ("for f in /proc/[0-9]*/cmdline; do tr '\\000' ' ' < \"$f\" 2>/dev/
               "| grep -E 'vllm serve|vllm.entrypoints' | grep -v grep | head -n1")
 
 
-def command_line(cluster: Cluster) -> dict[str, Any] | None:
+def container_command(cluster: Cluster) -> dict[str, Any] | None:
     """What the head's serving container runs, read from the container: its PID 1 as docker
     inspect says (Path + Args, the entrypoint and cmd) and the `vllm serve` line inside it."""
     s = cluster.settings
@@ -141,8 +143,10 @@ def gather(cluster: Cluster, spec: ModelSpec) -> dict[str, Any]:
         image_id = facts.get("image_id")
         if image_id and image_id not in records:
             records[image_id] = read_record(cluster, image_id)
-        facts["verified"] = verified_versions(records.get(image_id), node.name) if image_id else None
+        facts.update(verified_versions(records.get(image_id) if image_id else None, node.name))
         nodes.append(facts)
+    container = container_command(cluster)
+    line = None if container is None else container["serve"] or shlex.join(container["pid1"])
     return {"nodes": nodes, "launcher": launcher_facts(cluster), "recipe": recipe_facts(cluster, spec),
-            "command_line": command_line(cluster), "mods": list(spec.mods), "weights": weights_facts(spec),
-            "model": spec.name}
+            "command_line": line, "container_command": container, "mods": list(spec.mods),
+            "weights": weights_facts(spec), "model": spec.name}

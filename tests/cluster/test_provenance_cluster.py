@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import importlib.util
 import json
+import shlex
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import pytest
 
 from bench.errors import BenchError
 from bench.hooks import SweepHooks
+from bench.reproduce import reproduce_markdown
 from bench.shapes import ResultsDoc
 from bench.sweep import SweepConfig, arun_sweep
 from cluster import config
@@ -87,23 +89,26 @@ def test_card_holds_real_image_ids_verified_versions_and_command_line_then_refus
 
     # every node: the ID the node really holds, and what `inv verify` found in it
     ids = {n: sim.image_id(n, IMAGE) for n in sim.node_names}
-    assert [(n["host"], n["image"], n["image_id"]) for n in card["nodes"]] == [
+    assert [(n["host"], n["image_tag"], n["image_id"]) for n in card["nodes"]] == [
         (n, f"{IMAGE}:latest", normalize_id(ids[n])) for n in sim.node_names]
     for n in card["nodes"]:
-        assert n["verified"]["ok"] is True, n
-        assert n["verified"]["torch"] == "2.11.0+cu130, CUDA 13.0", n
-        assert n["verified"]["vllm"] == "0.22.1rc1.dev124+gace95c9cf.d20260603", n
+        assert n["verified_ok"] is True and n["verified_at"], n
+        assert n["versions"] == {"torch": "2.11.0+cu130, CUDA 13.0", "vllm": "0.22.1rc1.dev124+gace95c9cf.d20260603"}, n
         assert n["kernel"] and n["mem_available_kib"] > 0, n
 
     # the head container's PID 1 as it runs (seen from the node's own process table)
-    cmd = card["command_line"]
+    cmd = card["container_command"]
     assert cmd["container"] == "vllm_node" and cmd["pid1"] == ["sh", "-c", head_script()]
+    assert cmd["serve"] is None and card["command_line"] == shlex.join(cmd["pid1"])  # no vllm serve inside
     assert any("Starting Ray head node" in p for p in procs_on(sim, "head", b"sh", b"-c", b"Ray head"))
     recipe = card["recipe"]
     truth = sim.node_run("head", f"sha256sum {harness.REPO}/{harness.RECIPES['nemotron']}", check=True)
     assert recipe["path"] == harness.RECIPES["nemotron"] and recipe["sha256"] == truth.stdout.split()[0]
     assert card["launcher"]["path"] == harness.REPO and card["launcher"]["git"] is False
     assert card["mods"] == list(settings.model("nemotron").mods)
+    text = reproduce_markdown(doc)  # the post's section shows these very facts
+    assert f"| head | {IMAGE}:latest | {normalize_id(ids['head'])} | torch 2.11.0+cu130, CUDA 13.0, vllm " in text
+    assert card["command_line"] in text and recipe["sha256"] in text
 
     # a new image under the same tag on every node, verified and relaunched: resume refuses
     old = normalize_id(ids["head"])
