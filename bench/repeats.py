@@ -142,7 +142,8 @@ def repeats_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def run_cli(make_config: Any, n: int, progress: bool = True) -> int:
-    """`python -m bench --repeats N`: run, print the ± table, write repeats.json; exit code."""
+    """`python -m bench --repeats N`: run, print the ± table, write repeats.json and table.md
+    (mean ± 95 % CI per cell, bench/repeatstable.py); exit code."""
     import sys
     try:
         cfg = make_config()
@@ -154,6 +155,8 @@ def run_cli(make_config: Any, n: int, progress: bool = True) -> int:
     except KeyboardInterrupt:
         print("bench: interrupted; finished repeats are kept under repeats/", file=sys.stderr)
         return 130
+    from bench.repeatstable import write_table  # it imports bench.report, which this must not
     print(repeats_table(summarize_repeats(docs)))
     print(f"repeats: {write_summary(cfg, docs)}")
+    print(f"table: {write_table(cfg.folder, 'hardware not recorded')}")
     return 0

@@ -103,3 +103,17 @@ def test_cli_repeats_intervals_contain_the_configured_step(tmp_path: Path) -> No
         assert t["ci_high"] >= 20.0 and t["ci_low"] <= 20.0 * 1.01, row
         # an interval, not a blanket: narrower than 10 % of the step
         assert t["ci_high"] - t["ci_low"] < 2.0, row
+
+    # table.md beside repeats.json: the blog columns, each cell mean ± the 95 % CI's half-width
+    # (t(0.975, 2) = 4.303), computed here from the three repeats' own results.json
+    table = (tmp_path / "rep" / "table.md").read_text()
+    assert "3 repeats, interleaved" in table and "| Output tok/s (all users) |" in table
+    reps = [json.loads((tmp_path / "rep" / "repeats" / f"r{i}" / "results.json").read_text())
+            for i in (1, 2, 3)]
+    for c in (1, 3):
+        vals = [next(p["output_tok_s"] for p in d["points"] if p["concurrency"] == c) for d in reps]
+        mean = sum(vals) / 3
+        half = 4.303 * (sum((v - mean) ** 2 for v in vals) / 2) ** 0.5 / 3 ** 0.5
+        row = next(line for line in table.splitlines() if line.startswith(f"| {c} |"))
+        assert row.split(" | ")[1] == f"{mean:,.1f} ± {half:,.1f}", row
+        assert row.rstrip(" |").endswith(f"0/{3 * 6}"), row
