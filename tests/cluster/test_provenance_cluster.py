@@ -1,7 +1,8 @@
 """The provenance card's cluster facts on the simulated cluster (cluster/provenance.py): a sweep
 against the stand-in launcher's head records every node's real image ID, the versions `inv verify`
-recorded for it and the command line the head's container runs; after the image changes under
-the same tag (and the model is relaunched), resuming the sweep refuses, naming the image."""
+recorded for it and the command line the head's container runs, and `inv bench` does the same;
+a recipe edited during a sweep is caught by the post-check on the points it touched; after the
+image changes under the same tag (and the model is relaunched), resuming refuses, naming it."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ import asyncio
 import importlib.util
 import json
 import shlex
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -30,6 +32,7 @@ from testbeds.launcher import REPO_DIR, harness
 from testbeds.launcher.harness import HF, install_repo, reset, set_recipe, uninstall
 
 pytestmark = [pytest.mark.cluster, pytest.mark.timeout(600)]
+STANDIN = Path(__file__).resolve().parents[2] / "testbeds" / "standins" / "nvidia-smi"
 IMAGE = "vllm-node"  # nemotron's image; its config expects no transformers
 
 
@@ -65,13 +68,24 @@ def lab(simcluster: Any, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
         uninstall(sim)
 
 
-def sweep(settings: config.Settings, folder: Path, concurrency: list[int]) -> ResultsDoc:
+class EditsRecipe(SweepHooks):
+    """Rewrites the head's recipe when the first point ends: the post-check must see it."""
+
+    def __init__(self, sim: Any) -> None:
+        self.sim = sim
+
+    def point_end(self, c: int, *args: Any) -> None:
+        set_recipe(self.sim, "nemotron", load_delay=0.7)
+
+
+def sweep(settings: config.Settings, folder: Path, concurrency: list[int], hooks: SweepHooks | None = None,
+          label: str = "prov") -> ResultsDoc:
     spec = settings.model("nemotron")
     with Cluster(settings) as cl:
-        hooks = SweepHooks()
+        hooks = hooks or SweepHooks()
         hooks.regather = lambda: cluster_provenance.gather(cl, spec)
         cfg = SweepConfig(base_url=f"http://{settings.head.mgmt}:{settings.api_port}", model=spec.served_name,
-                          label="prov", results_dir=folder, concurrency=concurrency, input_len=8,
+                          label=label, results_dir=folder, concurrency=concurrency, input_len=8,
                           output_len=8, requests_per_point=2, warmup=0, hooks=hooks,
                           cluster_facts=cluster_provenance.gather(cl, spec))
         return asyncio.run(arun_sweep(cfg, progress=False))
@@ -109,6 +123,30 @@ def test_card_holds_real_image_ids_verified_versions_and_command_line_then_refus
     text = reproduce_markdown(doc)  # the post's section shows these very facts
     assert f"| head | {IMAGE}:latest | {normalize_id(ids['head'])} | torch 2.11.0+cu130, CUDA 13.0, vllm " in text
     assert card["command_line"] in text and recipe["sha256"] in text
+
+    # `inv bench` gathers the same facts itself (and again after the last point); nvidia-smi
+    # answers now, so each node's driver is read too
+    shutil.copy2(STANDIN, sim.state_dir / "bin" / "nvidia-smi")
+    try:
+        r = inv(cfg, "bench", "--model", "nemotron", "--concurrency", "1", "--requests", "2",
+                "--input-len", "8", "--output-len", "8")
+    finally:
+        (sim.state_dir / "bin" / "nvidia-smi").unlink(missing_ok=True)
+    assert r.returncode == 0, r.stdout + r.stderr
+    by_inv = json.loads((folder / "nemotron" / "results.json").read_text())
+    got = by_inv["provenance"]
+    assert got["unknown"] == [] and "provenance_changed" not in by_inv
+    assert [n["image_id"] for n in got["nodes"]] == [n["image_id"] for n in card["nodes"]]
+    assert got["command_line"] == card["command_line"] and got["recipe"] == card["recipe"]
+    assert [n["driver"] for n in got["nodes"]] == ["580.159.04"] * len(sim.node_names)
+
+    # a recipe edited during a sweep: the facts read after the last point differ, said on the point
+    before = card["recipe"]["sha256"]
+    changed = sweep(settings, folder, [1, 2], hooks=EditsRecipe(sim), label="edited")
+    after = sim.node_run("head", f"sha256sum {harness.REPO}/{harness.RECIPES['nemotron']}", check=True)
+    want = f"recipe hash: {before} -> {after.stdout.split()[0]}"
+    assert changed["provenance_changed"] == {"points": [1, 2], "changes": [want]}  # type: ignore[typeddict-item]
+    assert [p.get("provenance_changed") for p in changed["points"]] == [[want], [want]]
 
     # a new image under the same tag on every node, verified and relaunched: resume refuses
     old = normalize_id(ids["head"])
