@@ -134,7 +134,12 @@ async def recheck(cfg: Any, card: dict[str, Any], doc: Any, points: list[int],
     measured in this call) and under `provenance_changed`. `cfg` is the `SweepConfig`."""
     from bench.results import write_json_atomic
     regather = getattr(cfg.hooks, "regather", None)
-    facts = (await asyncio.to_thread(regather) if regather else None) or cfg.cluster_facts
+    try:
+        facts = (await asyncio.to_thread(regather) if regather else None) or cfg.cluster_facts
+    except Exception as exc:  # noqa: BLE001 - the points are saved; a failed re-check is recorded, not fatal
+        doc["provenance_recheck_error"] = f"{type(exc).__name__}: {exc}"
+        write_json_atomic(path, doc)
+        return []
     after = build_card(await http_facts(cfg.base_url, cfg.model), card["bench_settings"], facts)
     changed = differences(card, after)
     if changed:

@@ -87,3 +87,17 @@ def test_reproduce_md_holds_results_json_numbers_and_ids(tmp_path: Path) -> None
     caption = " ".join(caption_lines([report.run_view(on_disk, "sim")]))
     assert "image cccccccccccc" in caption and "vLLM 0.33.1+sim" in caption
     assert "repeats 1" in caption and on_disk["started_at"][:10] in caption
+
+
+def test_a_failed_recheck_is_recorded_and_the_points_are_kept(tmp_path: Path) -> None:
+    from bench.hooks import SweepHooks
+
+    class Unreachable(SweepHooks):
+        def regather(self) -> dict:
+            raise OSError("head unreachable")
+
+    doc, _ = sweep_against_sim(SIM, tmp_path, cluster_facts=_facts("sha256:" + "a" * 64),
+                               hooks=Unreachable(), **KW)
+    assert [p["concurrency"] for p in doc["points"]] == [1]
+    assert doc["provenance_recheck_error"] == "OSError: head unreachable"  # type: ignore[typeddict-item]
+    assert "provenance_changed" not in doc
