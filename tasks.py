@@ -138,9 +138,11 @@ DRY_RUN_HELP = "Print, per host, the commands that would change something; chang
 )
 @reports_errors
 def stage(c: Context, model: str | None = None, hop: str = "all", dry_run: bool = False) -> None:
-    """Copy weights control -> head -> workers, the hops overlapped (the head forwards each file as it
-    completes); a cut shard resumes where it stopped; checks disk first, verifies after; a worker that
-    is down is named at the end, after the others finished."""
+    """Copy weights control -> head -> workers, both hops at once; resumable, disk checked, verified.
+
+    The head forwards each file to the workers as soon as it is complete while the next crosses
+    the management link; a cut shard resumes where it stopped; a worker that is down is named at
+    the end, after the others finished and verified."""
     s = settings(c)
     spec = s.model(model)
     with Cluster(s, dry_run=dry_run) as cl:
@@ -300,7 +302,7 @@ def report(c: Context, model: str | None = None, load_only: bool = False, compar
 @reports_errors
 def launch(c: Context, model: str | None = None, timeout: str | None = None, no_wait: bool = False,
            drop_page_cache: bool = False, dry_run: bool = False) -> None:
-    """Serve a model: stop what serves, check image and weights, start the launcher, wait for /health."""
+    """Serve a model: stop what serves, check image, weights, memory; launch; wait for a first token."""
     s = settings(c)
     spec = s.model(model)
     try:
