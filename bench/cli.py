@@ -17,6 +17,7 @@ import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 from tabulate import tabulate
 
@@ -26,6 +27,8 @@ from bench.results import points_frame
 from bench.shapes import ResultsDoc
 from bench.sim import SimConfig, SimServer
 from bench.sweep import SweepConfig, arun_sweep, parse_concurrency
+
+T = TypeVar("T")
 
 DEMO_MODEL = "demo"
 DEMO_SIM = SimConfig(model=DEMO_MODEL, spec_tokens=2, spec_accept=0.7, max_batch=8)
@@ -178,19 +181,30 @@ def demo_config(results_dir: Path, concurrency: str | None = None, requests: int
                        requests_per_point=requests, results_dir=results_dir, rerun=rerun)
 
 
-def run(make_config: Callable[[], SweepConfig], demo: bool, progress: bool = True) -> int:
-    """Build the config, run the sweep (`demo`: on the embedded endpoint), print the summary;
-    return the exit code. Errors are one line on stderr; Ctrl-C keeps the finished points."""
+def attempt(make_config: Callable[[], SweepConfig], go: Callable[[SweepConfig], T],
+            kept: str) -> tuple[SweepConfig, T] | int:
+    """Build and check the config, then `go(cfg)`. A BenchError or Ctrl-C becomes one line on
+    stderr and its exit code is returned instead; `kept` says what Ctrl-C leaves on disk."""
     try:
         cfg = make_config()
         cfg.validate()
-        doc = asyncio.run(_run(cfg, demo, progress))
+        return cfg, go(cfg)
     except BenchError as exc:
         print(f"bench: error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("bench: interrupted; finished points are kept in results.json", file=sys.stderr)
+        print(f"bench: interrupted; {kept}", file=sys.stderr)
         return 130
+
+
+def run(make_config: Callable[[], SweepConfig], demo: bool, progress: bool = True) -> int:
+    """Build the config, run the sweep (`demo`: on the embedded endpoint), print the summary;
+    return the exit code. Errors are one line on stderr; Ctrl-C keeps the finished points."""
+    got = attempt(make_config, lambda cfg: asyncio.run(_run(cfg, demo, progress)),
+                  "finished points are kept in results.json")
+    if isinstance(got, int):
+        return got
+    cfg, doc = got
     print(summary_table(doc))
     print(f"results: {cfg.folder / 'results.json'}")
     failed = sum(p.get("failed", 0) for p in doc["points"])

@@ -144,17 +144,12 @@ def repeats_table(rows: Sequence[dict[str, Any]]) -> str:
 def run_cli(make_config: Any, n: int, progress: bool = True) -> int:
     """`python -m bench --repeats N`: run, print the ± table, write repeats.json and table.md
     (mean ± 95 % CI per cell, bench/repeatstable.py); exit code."""
-    import sys
-    try:
-        cfg = make_config()
-        cfg.validate()
-        docs = run_repeats(cfg, n, progress)
-    except BenchError as exc:
-        print(f"bench: error: {exc}", file=sys.stderr)
-        return exc.exit_code
-    except KeyboardInterrupt:
-        print("bench: interrupted; finished repeats are kept under repeats/", file=sys.stderr)
-        return 130
+    from bench.cli import attempt
+    got = attempt(make_config, lambda cfg: run_repeats(cfg, n, progress),
+                  "finished repeats are kept under repeats/")
+    if isinstance(got, int):
+        return got
+    cfg, docs = got
     from bench.repeatstable import write_table  # it imports bench.report, which this must not
     print(repeats_table(summarize_repeats(docs)))
     print(f"repeats: {write_summary(cfg, docs)}")
