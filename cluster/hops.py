@@ -137,12 +137,10 @@ class Overlap:
         try:
             return self._run(pool, hop1)
         except KeyboardInterrupt:
-            # Ctrl-C: the local rsync got the terminal's SIGINT; closing the head's connection ends
-            # the forwards' rsyncs there (their output pipe breaks at the next progress line), and
-            # --partial/--append-verify leave every cut shard resumable. (A minimal local solution;
-            # cluster/interrupt.py on b18 does this for every task.)
+            # Ctrl-C: cluster/interrupt.py has already stopped every copy this stage started (hop 1's
+            # local rsync and the forwards on the head); --partial/--append-verify leave each cut
+            # shard resumable. Only the forwards not yet started are left to cancel.
             cl.say("interrupted: stopping the copies; a rerun continues every cut file from where it stopped")
-            cl._drop(cl.head)
             pool.shutdown(wait=False, cancel_futures=True)
             raise
 
