@@ -1,4 +1,5 @@
-"""Simulated 4-node GB10 cluster for end-to-end tests: real sshd and podman (`docker`) per node.
+"""Simulated GB10 cluster (2 to 8 nodes, default 4) for end-to-end tests: real sshd and podman
+(`docker`) per node; `SimCluster(nodes=2)` for a pair.
 
 In tests, use the session fixture `simcluster` (tests/conftest.py)::
 
@@ -12,7 +13,7 @@ In tests, use the session fixture `simcluster` (tests/conftest.py)::
 Fabric: `Config(runtime_ssh_path=str(simcluster.ssh_config), overrides={"run":
 {"in_stream": False}})`; Fabric ignores `UserKnownHostsFile`, so load `simcluster.known_hosts`
 into `conn.client` and set `paramiko.RejectPolicy()` when host keys must be verified.
-By hand (root, repo root): `python -m testbeds.simcluster up|down|status [-i N]`.
+By hand (root, repo root): `python -m testbeds.simcluster up|down|status [-i N] [--nodes N]`.
 """
 
 from .cluster import NodeAddr, SimCluster, missing_requirements

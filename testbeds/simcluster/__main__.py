@@ -1,4 +1,4 @@
-"""Manual use: `python -m testbeds.simcluster up|down|status [-i N]` (as root, from the repo root).
+"""Manual use: `python -m testbeds.simcluster up|down|status [-i N] [--nodes 2..8]` (as root, from the repo root).
 
 `up` leaves the cluster running after this process exits and marks it `manual` so that test runs
 auto-picking an instance leave it alone; `down -i N` removes it.
@@ -18,11 +18,12 @@ from .layout import Layout, SimClusterError, read_owner, running_instances
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m testbeds.simcluster",
-                                     description="Simulated 4-node cluster for gx10-ops tests.")
+                                     description="Simulated cluster (2 to 8 nodes) for gx10-ops tests.")
     parser.add_argument("action", choices=["up", "down", "status"])
     parser.add_argument("-i", "--instance", type=int,
                         default=int(os.environ.get("SIMCLUSTER_INSTANCE", 0)) or None,
                         help="default: $SIMCLUSTER_INSTANCE; `up` picks a free one")
+    parser.add_argument("--nodes", type=int, default=4, help="how many nodes `up` makes (2 to 8; default 4)")
     args = parser.parse_args(argv)
     if args.action == "status" and args.instance is None:
         for n in running_instances():
@@ -32,11 +33,11 @@ def main(argv: list[str] | None = None) -> int:
         parser.error("down needs -i N or SIMCLUSTER_INSTANCE (see `status`)")
     if args.action == "up" and (problems := missing_requirements()):
         parser.error("; ".join(problems))
-    return run_reporting("simcluster", SimClusterError, lambda: _act(args.action, args.instance))
+    return run_reporting("simcluster", SimClusterError, lambda: _act(args.action, args.instance, args.nodes))
 
 
-def _act(action: str, instance: int | None) -> None:
-    cluster = SimCluster(instance)
+def _act(action: str, instance: int | None, nodes: int) -> None:
+    cluster = SimCluster(instance, nodes=nodes)
     if action == "up":
         start = time.monotonic()
         cluster.up(owner=MANUAL_OWNER)

@@ -1,4 +1,4 @@
-"""A simulated 4-node GB10 cluster on one machine: network namespaces, one real sshd per node,
+"""A simulated GB10 cluster of 2 to 8 nodes (default 4) on one machine: network namespaces, one real sshd per node,
 and a per-node podman image store behind a `docker` command.
 
 Each node is held open by a "keeper" process (`sleep infinity`) that owns the node's network,
@@ -25,11 +25,13 @@ from .host import SSHD, alive, comm, kill_all, missing_requirements, netns_pids,
 from .layout import (
     FABRIC_MTU,
     MANUAL_OWNER,
-    NODE_NAMES,
+    DEFAULT_NODES,
+    MAX_NODES,
     InstanceLock,
     Layout,
     SimClusterError,
     lock_instance,
+    node_names,
     pick_instance,
 )
 from .nodefiles import CONTAINERS_CONF, KEEPER_SCRIPT, SSHD_CONFIG, STORAGE_CONF
@@ -48,7 +50,10 @@ class NodeAddr(NamedTuple):
 
 def _parallel(fn: Callable[[str], T], items: Iterable[str]) -> list[T]:
     """Run `fn` for each node at once: node steps are independent and mostly wait on I/O."""
-    with ThreadPoolExecutor(max_workers=len(NODE_NAMES)) as pool:
+    items = list(items)
+    if not items:
+        return []
+    with ThreadPoolExecutor(max_workers=len(items)) as pool:
         return list(pool.map(fn, items))
 
 
@@ -57,12 +62,12 @@ class SimCluster:
 
     The instance number comes from `instance`, else env `SIMCLUSTER_INSTANCE`, else the lowest
     free one; it is locked for the life of this object so parallel runs never share names.
+    `nodes` is how many nodes (head, w1, ...): 2 to 8.
     """
 
-    node_names = NODE_NAMES
-    workers = NODE_NAMES[1:]
-
-    def __init__(self, instance: int | None = None) -> None:
+    def __init__(self, instance: int | None = None, nodes: int = DEFAULT_NODES) -> None:
+        self.node_names: tuple[str, ...] = node_names(nodes)
+        self.workers: tuple[str, ...] = self.node_names[1:]
         env = os.environ.get("SIMCLUSTER_INSTANCE")
         if instance is None and env:
             instance = int(env)
@@ -76,7 +81,7 @@ class SimCluster:
         self.control_key = self.state_dir / "keys" / "control_ed25519"
         self.cluster_key = self.state_dir / "keys" / "cluster_ed25519"
         self.nodes = {n: NodeAddr(self.layout.mgmt_ip(n), self.layout.fabric_ip(n))
-                      for n in NODE_NAMES}
+                      for n in self.node_names}
         self.control_ip = self.layout.control_ip
         self._procs: list[subprocess.Popen[bytes]] = []
 
@@ -106,8 +111,8 @@ class SimCluster:
         self._make_keys()
         self._make_network()
         self._write_node_files()
-        _parallel(self._start_keeper, NODE_NAMES)
-        _parallel(self.start_sshd, NODE_NAMES)
+        _parallel(self._start_keeper, self.node_names)
+        _parallel(self.start_sshd, self.node_names)
         return self
 
     def down(self) -> None:
@@ -121,23 +126,24 @@ class SimCluster:
 
     def _teardown(self) -> None:
         lay = self.layout
-        used = [n for n in NODE_NAMES if self._keeper_pid(n) is not None
+        every = node_names(MAX_NODES)  # a crashed run of this instance may have had another size
+        used = [n for n in every if self._keeper_pid(n) is not None
                 and any((self.state_dir / n / "containers").iterdir())]
         # Containers with a private netns are not in the node's netns: let podman remove them.
         _parallel(lambda n: self.node_run(n, "podman rm -a -f -t 0", timeout=60), used)
-        for ns in map(lay.netns, NODE_NAMES):
+        for ns in map(lay.netns, every):
             kill_all(netns_pids(ns), signal.SIGTERM)
         deadline = time.monotonic() + 3
-        while any(netns_pids(lay.netns(n)) for n in NODE_NAMES) and time.monotonic() < deadline:
+        while any(netns_pids(lay.netns(n)) for n in every) and time.monotonic() < deadline:
             self._reap()
             time.sleep(0.02)
-        for ns in map(lay.netns, NODE_NAMES):
+        for ns in map(lay.netns, every):
             kill_all(netns_pids(ns), signal.SIGKILL)
         self._reap(wait=True)
         existing_ns = set(run(["ip", "netns", "list"]).stdout.split())
         existing_links = {line.split()[0].split("@")[0]
                           for line in run(["ip", "-br", "link"]).stdout.splitlines()}
-        batch = [f"netns del {lay.netns(n)}" for n in NODE_NAMES if lay.netns(n) in existing_ns]
+        batch = [f"netns del {lay.netns(n)}" for n in every if lay.netns(n) in existing_ns]
         batch += [f"link del {link}" for link in lay.links() if link in existing_links]
         routes = run(["ip", "route", "show", "type", "unreachable"]).stdout
         if lay.fabric_cidr in routes.split():
@@ -163,7 +169,7 @@ class SimCluster:
 
     def _make_keys(self) -> None:
         jobs = [(self.control_key, "control"), (self.cluster_key, "head-cluster")]
-        for n in NODE_NAMES:
+        for n in self.node_names:
             (self.state_dir / n).mkdir()
             jobs.append((self.state_dir / n / "ssh_host_ed25519_key", n))
         procs = [subprocess.Popen(["ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", comment,
@@ -174,7 +180,7 @@ class SimCluster:
 
     def _make_network(self) -> None:
         lay = self.layout
-        batch = [f"netns add {lay.netns(n)}" for n in NODE_NAMES]
+        batch = [f"netns add {lay.netns(n)}" for n in self.node_names]
         batch += [
             f"link add {lay.mgmt_bridge} type bridge",
             f"addr add {lay.control_ip}/24 dev {lay.mgmt_bridge}",
@@ -185,7 +191,7 @@ class SimCluster:
             # would follow the default route off the machine.
             f"route add unreachable {lay.fabric_cidr}",
         ]
-        for n in NODE_NAMES:
+        for n in self.node_names:
             vm, vf = lay.veths(n)
             batch += [
                 f"link add {vm} type veth peer name mgmt0 netns {lay.netns(n)}",
@@ -197,13 +203,13 @@ class SimCluster:
         run(["ip", "-batch", "-"], input="\n".join(batch) + "\n")
         _parallel(lambda n: run(["ip", "-n", lay.netns(n), "-batch", "-"], input=(
             f"link set lo up\naddr add {lay.mgmt_ip(n)}/24 dev mgmt0\nlink set mgmt0 up\n"
-            f"addr add {lay.fabric_ip(n)}/24 dev fab0\nlink set fab0 up\n")), NODE_NAMES)
+            f"addr add {lay.fabric_ip(n)}/24 dev fab0\nlink set fab0 up\n")), self.node_names)
 
     def _write_node_files(self) -> None:
         st, lay = self.state_dir, self.layout
         hosts = ["127.0.0.1 localhost", "::1 localhost", f"{lay.control_ip} control"]
         known = []
-        for n in NODE_NAMES:
+        for n in self.node_names:
             mgmt, fab = self.nodes[n]
             hosts += [f"{mgmt} {n}", f"{fab} {n}-fab"]
             key = (st / n / "ssh_host_ed25519_key.pub").read_text().split()[:2]
@@ -212,7 +218,7 @@ class SimCluster:
         self.known_hosts.write_text("\n".join(known) + "\n")
         authorized = (self.control_key.with_suffix(".pub").read_text()
                       + self.cluster_key.with_suffix(".pub").read_text())
-        for n in NODE_NAMES:
+        for n in self.node_names:
             d = st / n
             for sub in ("root/.ssh", "srv", "tmp", "containers", "networks"):
                 (d / sub).mkdir(parents=True)
@@ -232,7 +238,7 @@ class SimCluster:
         shutil.copy2(self.known_hosts, head_ssh / "known_hosts")
         (head_ssh / "config").write_text(
             "Host *\n  User root\n  StrictHostKeyChecking yes\n  BatchMode yes\n")
-        entries = [f"Host {n}\n  HostName {self.nodes[n].mgmt}\n" for n in NODE_NAMES]
+        entries = [f"Host {n}\n  HostName {self.nodes[n].mgmt}\n" for n in self.node_names]
         entries.append(
             f"Host *\n  User root\n  IdentityFile {self.control_key}\n  IdentitiesOnly yes\n"
             f"  UserKnownHostsFile {self.known_hosts}\n  StrictHostKeyChecking yes\n"

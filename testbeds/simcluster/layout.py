@@ -16,8 +16,22 @@ from pathlib import Path
 # /var/tmp, not /tmp: each node gets a private /tmp, and the state (host keys, podman stores)
 # must stay visible inside every node at the same path.
 BASE_DIR = Path("/var/tmp/gx10-simcluster")
-NODE_NAMES = ("head", "w1", "w2", "w3")
-HOST_OCTET = {"head": 10, "w1": 11, "w2": 12, "w3": 13}
+DEFAULT_NODES = 4
+MAX_NODES = 8  # host octets 10..17; teardown looks for this many so any size is cleaned up
+HEAD_OCTET = 10
+
+
+def node_names(count: int = DEFAULT_NODES) -> tuple[str, ...]:
+    """`head` then `w1`..`w<count-1>`: a pair (the two boxes cabled directly), four, or eight."""
+    if not 2 <= count <= MAX_NODES:
+        raise SimClusterError(f"a simulated cluster has 2 to {MAX_NODES} nodes, not {count}")
+    return ("head", *(f"w{i}" for i in range(1, count)))
+
+
+def host_octet(node: str) -> int:
+    return HEAD_OCTET if node == "head" else HEAD_OCTET + int(node.removeprefix("w"))
+
+
 CONTROL_OCTET = 1
 FABRIC_MTU = 9000
 # 0 is left to the shared reference sketch (10.77.0.0/24); octets stop at 254.
@@ -27,6 +41,7 @@ MANUAL_OWNER = "manual"
 
 class SimClusterError(RuntimeError):
     """The simulated cluster could not be brought up, used or torn down."""
+
 
 
 @dataclass(frozen=True)
@@ -79,10 +94,10 @@ class Layout:
         return f"{self.prefix}-{node}"
 
     def mgmt_ip(self, node: str) -> str:
-        return f"{self.mgmt_net}.{HOST_OCTET[node]}"
+        return f"{self.mgmt_net}.{host_octet(node)}"
 
     def fabric_ip(self, node: str) -> str:
-        return f"{self.fabric_net}.{HOST_OCTET[node]}"
+        return f"{self.fabric_net}.{host_octet(node)}"
 
     def veths(self, node: str) -> tuple[str, str]:
         """Host-side veth names (mgmt, fabric); at most 10 chars, under the 15-char limit."""
@@ -90,7 +105,7 @@ class Layout:
 
     def links(self) -> list[str]:
         """Every root-namespace interface of this instance, bridges last."""
-        names = [v for node in NODE_NAMES for v in self.veths(node)]
+        names = [v for node in node_names(MAX_NODES) for v in self.veths(node)]
         return [*names, self.ifb, self.mgmt_bridge, self.fabric_bridge]
 
 
