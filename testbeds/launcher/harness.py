@@ -17,6 +17,7 @@ from typing import Any
 
 import yaml
 
+from . import GENERATIONS_DIR, IMAGES_DIR
 from . import REPO_DIR as LAUNCHER
 
 PROJECT = LAUNCHER.parents[2]
@@ -27,6 +28,12 @@ RECIPES = {"qwen": "recipes/4x-spark-cluster/qwen3.5-397b-a17b-fp8-mtp.yaml",
 HF = {"qwen": "Qwen/Qwen3.5-397B-A17B-FP8", "nemotron": "nvidia/NVIDIA-Nemotron-3-Ultra-550B-A55B-NVFP4"}
 IMAGES = {"vllm-node-mimo": "5.0.0", "vllm-node": "4.57.1"}  # image -> transformers it reports
 PRIVATE = ("/root", "/srv", "/run", "/tmp")  # mounted per node: invisible across nodes
+# The commit date each generation's stand-in checkout carries (jan26: the real 74c02c3's).
+GENERATION_DATES = {"seed": "2026-06-02T18:04:11+00:00", "jan26": "2026-01-28T13:25:02-08:00",
+                    "current": "2026-07-21T09:30:00+00:00"}
+GENERATIONS = tuple(GENERATION_DATES)
+# which scripts of repo/ a generation's own set replaces or lacks
+REPLACED = ("build-and-copy.sh", "launch-cluster.sh", "run-recipe.sh")
 
 
 class NoNodePython(RuntimeError):
@@ -53,26 +60,77 @@ def each_node(sim: Any, cmd: str) -> dict[str, subprocess.CompletedProcess[str]]
         return dict(zip(sim.node_names, pool.map(lambda n: sim.node_run(n, cmd), sim.node_names), strict=True))
 
 
-def install(sim: Any) -> None:
+def install(sim: Any, generation: str = "seed") -> None:
     """Both models' test images on every node (one ID each), the stand-in repo on the head with
     its `.env` (nodes by fabric address, head first) and `standin.env` (the Python to run)."""
     node_python()  # raises NoNodePython before anything is built
     for image, transformers in IMAGES.items():
         sim.build_test_image("head", image, transformers=transformers)
         sim.distribute_test_image(image)
-    install_repo(sim)
+    install_repo(sim, generation)
 
 
-def install_repo(sim: Any) -> None:
-    """Only the stand-in repo on the head, with its `.env` and `standin.env` (no images)."""
+def install_repo(sim: Any, generation: str = "seed") -> None:
+    """Only the stand-in repo on the head, with its `.env` and `standin.env` (no images).
+
+    The checkout is one `generation` of the launcher (seed, jan26, current): repo/ (the shared
+    Python stand-in, recipes, the seed's relaunch wrappers), the build files of images/, then
+    generations/<generation>/ (that generation's scripts), committed as a git checkout dated
+    like that generation so the launcher detection reads a commit and a date."""
+    if generation not in GENERATION_DATES:
+        raise ValueError(f"unknown launcher generation {generation!r}: one of {', '.join(GENERATIONS)}")
     python, pythonpath = node_python()
     nodes = ",".join(sim.nodes[n].fabric for n in sim.node_names)
-    sim.node_run("head", f"rm -rf {REPO} && cp -r {LAUNCHER} {REPO} && rm -rf {REPO}/__pycache__",
-                 check=True)
+    own = GENERATIONS_DIR / generation
+    date = GENERATION_DATES[generation]
+    sim.node_run("head", (
+        f"rm -rf {REPO} && cp -r {LAUNCHER} {REPO} && rm -rf {REPO}/__pycache__ && cd {REPO} && "
+        f"rm -f {' '.join(REPLACED)} && cp {IMAGES_DIR}/Dockerfile {IMAGES_DIR}/Dockerfile.mimo-runtime "
+        f"{IMAGES_DIR}/standin-torch {GENERATIONS_DIR}/standin-build-lib.sh . && cp -p {own}/* . && "
+        "printf '.env\nstandin.env\nwheels/\n.wheel-cache/\nstandin-release/\n' > .gitignore && "
+        "git init -q && git add -A && "
+        f"GIT_AUTHOR_DATE={date} GIT_COMMITTER_DATE={date} git -c user.name=standin "
+        f"-c user.email=standin@example.invalid commit -q -m 'stand-in launcher: {generation} generation'"),
+        check=True)
     sim.node_run("head", f"cat > {REPO}/.env", check=True, input=(
         f"CLUSTER_NODES={nodes}\nLOCAL_IP={sim.nodes['head'].fabric}\nCONTAINER_NAME=vllm_node\n"))
     sim.node_run("head", f"cat > {REPO}/standin.env", check=True,
                  input=f"PYTHON={python}\nexport PYTHONPATH={pythonpath}\n")
+
+
+def wheel_dir(generation: str, wheel: str) -> str:
+    """Where a generation's build looks for `wheel`, relative to the repo."""
+    if generation == "current":
+        kind = "flashinfer" if wheel.startswith("flashinfer") else "vllm"
+        return f".wheel-cache/{kind}/regular"
+    return "wheels"
+
+
+def install_wheels(sim: Any, generation: str, wheels: list[str]) -> None:
+    """Stand-in wheel files (a line of text each) where `generation` keeps them: `wheels/` for
+    seed and jan26, `.wheel-cache/{flashinfer,vllm}/regular/` with `.PREFIX-commit` markers for
+    current; whatever wheels were there before are gone."""
+    cmds = [f"cd {REPO}", "rm -rf wheels .wheel-cache standin-release"]
+    for w in wheels:
+        d = wheel_dir(generation, w)
+        # dated like the seed's pin (d20260603), before any release a test publishes
+        cmds.append(f"mkdir -p {d} && echo stand-in {w} > {d}/{w} && touch -d '2026-06-03 12:00' {d}/{w}")
+    if generation == "current":
+        cmds += ["mkdir -p .wheel-cache/flashinfer/regular .wheel-cache/vllm/regular",
+                 "echo 0f1e2d3 > .wheel-cache/flashinfer/regular/.flashinfer-commit",
+                 "echo ace95c9cf > .wheel-cache/vllm/regular/.vllm-commit"]
+    sim.node_run("head", " && ".join(cmds), check=True)
+
+
+def publish_release(sim: Any, prefix: str, wheels: list[str], *, newer: bool = True) -> None:
+    """Make the stand-in's "GitHub release" for `prefix` (flashinfer, vllm) hold `wheels`,
+    last modified after (`newer`) or before the local wheels: what the real script downloads."""
+    tag = f"prebuilt-{prefix}-current"
+    stamp = "1 minute ago" if newer else "2026-01-01 00:00"  # a release is never from the future
+    cmds = [f"cd {REPO}", f"rm -rf standin-release/{tag}", f"mkdir -p standin-release/{tag}"]
+    for w in wheels:
+        cmds.append(f"echo release {w} > standin-release/{tag}/{w} && touch -d '{stamp}' standin-release/{tag}/{w}")
+    sim.node_run("head", " && ".join(cmds), check=True)
 
 
 def uninstall(sim: Any) -> None:
