@@ -27,6 +27,7 @@ from cluster.images import verify as image_verify
 from cluster.images.select import select as select_images
 from cluster.launch import current as launch_current
 from cluster.launch import launcher
+from cluster.launch import plan as launch_plan
 from cluster.launch.preflight import preflight
 from cluster.remote import Cluster
 from cluster.status import render_status
@@ -81,6 +82,7 @@ def cluster(c: Context, dry_run: bool = False) -> Cluster:
 def status(c: Context) -> None:
     """Show every node: reachable over management and fabric, containers, images, free disk."""
     with cluster(c) as cl:
+        launch_plan.follow_launcher_name(cl)
         facts = facts_mod.gather(cl)
         reachable = [f.node for f in facts.values() if f.reachable]
         print(render_status(facts, weights.presence(cl, reachable)))
@@ -322,6 +324,7 @@ def stop(c: Context, node: str = "all", dry_run: bool = False) -> None:
     """Stop the serving containers (docker rm -f) on every node, or on --node."""
     s = settings(c)
     with Cluster(s, dry_run=dry_run) as cl:
+        launch_plan.follow_launcher_name(cl)
         launch_current.stop(cl, s.select_nodes(node))
 
 
@@ -334,12 +337,13 @@ def logs(c: Context, node: str = "head", follow: bool = False, lines: int = 100)
     s = settings(c)
     nodes = s.select_nodes(s.head.name if node == "head" else node)
     with Cluster(s) as cl:
+        name = launch_plan.follow_launcher_name(cl)
         if follow:
             containers.follow_logs(cl, nodes, lines)
         else:
             missing = containers.show_logs(cl, nodes, lines)
             if missing == len(nodes):
-                raise Exit(f"no {s.container_name} container on {', '.join(n.name for n in nodes)}", code=1)
+                raise Exit(f"no {name} container on {', '.join(n.name for n in nodes)}", code=1)
 
 
 # -- container images: rebuild, verify, distribute, backup, restore, prune -------------------

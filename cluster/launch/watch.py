@@ -33,6 +33,7 @@ DOWN_GRACE_S = 2.0  # refused this long after a server held the port: the engine
 PROGRESS_EVERY_S = 30.0
 AFTERMATH_S = 0.5  # after a failure, let the other nodes' reaction reach the saved logs
 EXPLAIN_LINES = 12
+LAUNCHER_ERROR = re.compile(r"^(?:\[\w.-]+\] )?(?:Error:|EOFError)")
 ERROR_LINE = re.compile(r"error|exception|traceback|killed|out of memory|fatal|died|failed", re.I)
 
 
@@ -44,6 +45,17 @@ class Outcome:
     version: str | None = None
     served: list[str] = field(default_factory=list)
     ready_at: float | None = None  # time.monotonic() when /health was seen at 200
+
+
+def launcher_error(lines: list[str]) -> str | None:
+    """The launcher's own reason: its scripts say `Error: ...` (launch-cluster.sh, run-recipe.py,
+    autodiscover.sh), a bare `input()` ends in `EOFError`. The first one is the cause; what
+    follows is its consequence (usage text, "Cluster launch aborted")."""
+    for line in lines:
+        text = line.strip()
+        if LAUNCHER_ERROR.match(text):
+            return text
+    return None
 
 
 def explain(lines: list[str], n: int = EXPLAIN_LINES) -> list[str]:
@@ -161,11 +173,13 @@ class Watch:
             return
         r = self.launcher
         if r is not None and not r.ok:
-            tail = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()][-5:]
+            lines = [line for line in (r.stdout + r.stderr).splitlines() if line.strip()]
             why = r.error or f"exit {r.exit_code}"
+            real = launcher_error(lines)
+            head = f"the launcher failed on {self.cluster.head.name}: {real}" if real else \
+                f"the launcher failed on {self.cluster.head.name} ({why})"
             self._fail(LauncherFailed, self.cluster.head.name,
-                       f"the launcher failed on {self.cluster.head.name} ({why})\n  command: {r.command}\n"
-                       + "\n".join(f"  | {line}" for line in tail))
+                       f"{head}\n  ({why}) command: {r.command}\n" + "\n".join(f"  | {line}" for line in lines[-5:]))
 
     def _check_containers(self) -> None:
         name = self.s.container_name
