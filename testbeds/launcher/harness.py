@@ -27,6 +27,7 @@ RECIPES = {"qwen": "recipes/4x-spark-cluster/qwen3.5-397b-a17b-fp8-mtp.yaml",
            "nemotron": "recipes/4x-spark-cluster/nemotron-3-ultra-nvfp4.yaml"}
 HF = {"qwen": "Qwen/Qwen3.5-397B-A17B-FP8", "nemotron": "nvidia/NVIDIA-Nemotron-3-Ultra-550B-A55B-NVFP4"}
 IMAGES = {"vllm-node-mimo": "5.0.0", "vllm-node": "4.57.1"}  # image -> transformers it reports
+FABRIC_IF, IB_IF = "fab0", "rocep1s0f1"  # the simulated nodes' fabric port; an HCA name (no RDMA here)
 PRIVATE = ("/root", "/srv", "/run", "/tmp")  # mounted per node: invisible across nodes
 # The commit date each generation's stand-in checkout carries (jan26: the real 74c02c3's).
 GENERATION_DATES = {"seed": "2026-06-02T18:04:11+00:00", "jan26": "2026-01-28T13:25:02-08:00",
@@ -93,7 +94,8 @@ def install_repo(sim: Any, generation: str = "seed") -> None:
         f"-c user.email=standin@example.invalid commit -q -m 'stand-in launcher: {generation} generation'"),
         check=True)
     sim.node_run("head", f"cat > {REPO}/.env", check=True, input=(
-        f"CLUSTER_NODES={nodes}\nLOCAL_IP={sim.nodes['head'].fabric}\nCONTAINER_NAME=vllm_node\n"))
+        f"CLUSTER_NODES={nodes}\nLOCAL_IP={sim.nodes['head'].fabric}\nCONTAINER_NAME=vllm_node\n"
+        f"ETH_IF={FABRIC_IF}\nIB_IF={IB_IF}\n"))
     sim.node_run("head", f"cat > {REPO}/standin.env", check=True,
                  input=f"PYTHON={python}\nexport PYTHONPATH={pythonpath}\n")
 

@@ -23,9 +23,9 @@ from typing import NamedTuple, TypeVar
 from . import images
 from .host import SSHD, alive, comm, kill_all, missing_requirements, netns_pids, run, shared_host_paths
 from .layout import (
+    DEFAULT_NODES,
     FABRIC_MTU,
     MANUAL_OWNER,
-    DEFAULT_NODES,
     MAX_NODES,
     InstanceLock,
     Layout,

@@ -302,7 +302,7 @@ def test_dry_run_prints_each_hosts_commands_and_changes_nothing(env: tuple[Any, 
     assert "[dry-run] head: docker rm -f vllm_node" in r.stdout and "[dry-run] w2: docker rm -f vllm_node" in r.stdout
     assert "[dry-run] w1:" not in r.stdout
     assert "[dry-run] head: mkdir -p \"$HOME\"/.gx10-ops && printf" in r.stdout
-    assert f"[dry-run] head: cd {REPO} && ./relaunch-qwen397-fp8-mtp-qwen3next-tp4.sh < /dev/null" in r.stdout
+    assert f"[dry-run] head: cd {REPO} && PYTHONUNBUFFERED=1 ./relaunch-qwen397-fp8-mtp-qwen3next-tp4.sh < /dev/null" in r.stdout
     s = inv(cfg, "stop", "--dry-run")
     assert s.returncode == 0 and "[dry-run] head: rm -f \"$HOME\"/.gx10-ops/serving.json" in s.stdout
     assert containers(sim, status=False) == before
@@ -319,13 +319,15 @@ def test_recipe_path_reports_a_failing_launcher_then_starts_without_waiting(
     cfg = tool_config(sim, tmp_path / "recipe", control__workspace=str(lab["workspace"]), models=models)
     dry = inv(cfg, "launch", "--model", "qwen", "--dry-run")
     nodes = ",".join(sim.nodes[n].fabric for n in sim.node_names)
-    assert (f"[dry-run] head: cd {REPO} && ./run-recipe.sh {RECIPES['qwen']} -d -n {nodes} --name vllm_node "
+    assert (f"[dry-run] head: cd {REPO} && PYTHONUNBUFFERED=1 ./run-recipe.sh {RECIPES['qwen']} -d -t vllm-node-mimo:latest "
+            f"-n {nodes} --name vllm_node "
             "--master-port 29510 --port 8000 < /dev/null") in dry.stdout, dry.stdout
     set_recipe(sim, "qwen", drop="command")
     r = inv(cfg, "launch", "--model", "qwen", "--timeout", "1")
     assert r.returncode == 1, r.stdout + r.stderr
-    assert "the launcher failed on head (exit 1)" in r.stderr
-    assert "| Error: Recipe missing required field: command" in r.stderr
+    assert "the launcher failed on head: Error: Recipe missing required field: command" in r.stderr
+    assert "(exit 1)" in r.stderr
+    assert record(sim) is None  # a failed launch leaves no record: status must not say "not ready yet"
     (saved,) = saved_logs(cfg)
     assert "Recipe missing required field" in (saved / "launcher.log").read_text()
 
