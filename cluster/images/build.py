@@ -168,7 +168,7 @@ def prepare_wheels(cluster: Cluster, info: LauncherInfo, args: tuple[str, ...]) 
 
 
 def check_unchanged(cluster: Cluster, spec: ImageSpec, pinned: wheels.Pinned,
-                    before: dict[str, tuple[int, str] | None]) -> None:
+                    before: dict[str, tuple[int, str] | None], build_failed: str | None = None) -> None:
     """After a build (failed or not): the pinned wheels as they were, else put back and fail."""
     after = wheels.fingerprints(cluster, pinned)
     found = wheels.listing(cluster, pinned.dirs)
@@ -183,6 +183,7 @@ def check_unchanged(cluster: Cluster, spec: ImageSpec, pinned: wheels.Pinned,
         + (". The pinned files were put back" if restored else ". Put the pinned files back by hand")
         + "; the image it built is not from them, so nothing was verified or distributed. Remove any "
         "wheel the build added beside a pinned one, and check the build flags (launcher.build_args)"
+        + (f". The build itself also failed: {build_failed}" if build_failed else "")
     )
 
 
@@ -218,7 +219,8 @@ def rebuild(cluster: Cluster, specs: list[ImageSpec]) -> list[Verdict]:
         echo = None if cluster.dry_run else build_echo(cluster, head.name, spec.name)
         r = cluster.run(head, build_command(cluster.settings, command), mutating=True, sink=echo, shell_leads=False)
         if guard and before_wheels is not None:
-            check_unchanged(cluster, spec, guard, before_wheels)
+            failed = None if r.ok else (launcher_error_line(r.stdout + "\n" + r.stderr) or r.why())
+            check_unchanged(cluster, spec, guard, before_wheels, failed)
         if cluster.dry_run:
             cluster.say(f"[dry-run] {head.name}: then verify {spec.tag}: "
                         + "; ".join(probe_command(cluster.settings.docker, spec.tag, code) for _, code in probes(spec)))
