@@ -99,7 +99,7 @@ def status(c: Context) -> None:
             "model": "Also check this model's launch: image on every node with one ID, weights staged."})
 @reports_errors
 def doctor(c: Context, strict: bool = False, model: str | None = None) -> None:
-    """Preflight: SSH, host keys, engine, fabric, disk, launcher repo, ports, stale containers; each fix."""
+    """Preflight: SSH, host keys, engine, fabric, disk, the launcher (generation, .env, recipes), ports; each fix."""
     s = settings(c)
     spec = s.model(model) if model else None
     with Cluster(s) as cl:
@@ -354,7 +354,7 @@ IMAGE_HELP = ("Image under `images:` (vllm-node, vllm-node-mimo, ...); default: 
 @task(help={"image": IMAGE_HELP, "dry-run": DRY_RUN_HELP})
 @reports_errors
 def rebuild(c: Context, image: str | None = None, dry_run: bool = False) -> None:
-    """Build images on the head with the launcher (wheels checked, never its copy step), verify each.
+    """Build images on the head with the launcher's generation's flags (pinned wheels kept), verify each.
 
     Without --image: every live image, in lineage order (vllm-node, then vllm-node-mimo on the
     vllm-node-tf5 present on the head). In `inv rebuild distribute launch --model qwen` only launch

@@ -99,6 +99,22 @@ class BenchDefaults:
     api: str
 
 
+LAUNCHER_GENERATIONS = ("seed", "jan26", "current", "unknown")
+BACKENDS = ("ray", "no-ray", "auto")
+
+
+@dataclass(frozen=True)
+class LauncherSettings:
+    """How to drive the head's eugr/spark-vllm-docker checkout, whichever generation it is
+    (cluster/launch/generation.py detects it; docs/launcher.md has the table)."""
+
+    backend: str = "auto"           # multi-node: ray | no-ray | auto (what the recipe was written for)
+    wheels: str = "auto"            # auto: where the detected generation keeps them; else a repo-relative dir
+    build_args: Mapping[str, tuple[str, ...]] = field(default_factory=lambda: {
+        "seed": (), "jan26": (), "current": ("--use-wheels",)})
+    pin_commit: str | None = None   # `inv rebuild` refuses any other checkout
+
+
 @dataclass(frozen=True)
 class Settings:
     """Everything the tasks need, validated. `nodes` is head first, then workers in order."""
@@ -125,6 +141,7 @@ class Settings:
     telemetry: Mapping[str, Any] = field(default_factory=dict)   # cluster/sweeptelemetry.py reads it
     memory: Mapping[str, Any] = field(default_factory=dict)      # cluster/memcheck.py reads it
     placeholders: tuple[str, ...] = field(default=())
+    launcher: LauncherSettings = field(default_factory=LauncherSettings)
 
     @property
     def nodes(self) -> tuple[Node, ...]:
@@ -304,6 +321,36 @@ def _image(name: str, r: _Reader) -> ImageSpec:
     )
 
 
+def _launcher(r: _Reader) -> LauncherSettings:
+    backend = r.text("backend", "auto")
+    if backend not in BACKENDS:
+        raise ConfigError(f"{r.key('backend')} = {backend!r}: use one of {', '.join(BACKENDS)}")
+    wheels = r.text("wheels", "auto")
+    if wheels != "auto" and (wheels.startswith("/") or ".." in Path(wheels).parts):
+        raise ConfigError(f"{r.key('wheels')} = {wheels!r}: use auto or a directory inside the launcher repo "
+                          "(e.g. wheels or .wheel-cache/vllm/regular)")
+    raw_args = r.raw("build_args", {})
+    if not isinstance(raw_args, Mapping):
+        raise ConfigError(f"{r.key('build_args')} must map a generation ({', '.join(LAUNCHER_GENERATIONS)}) "
+                          f"to a list of build-and-copy.sh flags, got {raw_args!r}")
+    build_args: dict[str, tuple[str, ...]] = {}
+    for gen, args in raw_args.items():
+        key = f"{r.key('build_args')}.{gen}"
+        if gen not in LAUNCHER_GENERATIONS:
+            raise ConfigError(f"{key}: unknown generation {gen!r}; use {', '.join(LAUNCHER_GENERATIONS)}")
+        if args is None:
+            args = []
+        if not isinstance(args, list | tuple) or not all(isinstance(a, str) and a for a in args):
+            raise ConfigError(f"{key} must be a list of flags (strings), got {args!r}")
+        build_args[str(gen)] = tuple(args)
+    pin = r.text("pin_commit", None)
+    if pin is not None and not re.fullmatch(r"[0-9a-fA-F]{7,40}", pin):
+        raise ConfigError(f"{r.key('pin_commit')} = {pin!r}: give the launcher checkout's commit (7-40 hex digits, "
+                          "`git -C <launcher_repo> rev-parse HEAD`), or null")
+    return LauncherSettings(backend=backend, wheels=wheels, build_args=build_args,
+                            pin_commit=pin.lower() if pin else None)
+
+
 def validate(data: Mapping[str, Any]) -> Settings:
     """Turn the merged raw config into `Settings`, or raise ConfigError naming the bad key."""
     root = _Reader(data, "config")
@@ -382,6 +429,7 @@ def validate(data: Mapping[str, Any]) -> Settings:
         ),
         telemetry=dict(root.raw("telemetry", {}) or {}),
         memory=dict(root.raw("memory", {}) or {}),
+        launcher=_launcher(root.sub("launcher")) if root.raw("launcher", None) is not None else LauncherSettings(),
         placeholders=tuple(
             _placeholders(data.get("cluster"), "cluster") + _placeholders(data.get("control"), "control")
         ),

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 from .checks import FAIL, OK, WARN, Check
 from .facts import GIB, NodeFacts
+from .launcherchecks import launcher_checks
 from .remote import Cluster
-from .shell import q, remote_path
 
 
 def node_checks(cluster: Cluster, facts: dict[str, NodeFacts]) -> list[Check]:
@@ -50,24 +50,5 @@ def node_checks(cluster: Cluster, facts: dict[str, NodeFacts]) -> list[Check]:
 
 
 def head_checks(cluster: Cluster) -> list[Check]:
-    """The launcher repo must be on the head: every lifecycle task drives it."""
-    s, head = cluster.settings, cluster.head
-    repo = remote_path(s.launcher_repo)
-    r = cluster.run(
-        head,
-        f"cd {repo} 2>/dev/null || {{ echo missing; exit 0; }}; "
-        f"for f in launch-cluster.sh run-recipe.sh build-and-copy.sh; do [ -x \"$f\" ] || echo \"nofile $f\"; done",
-        timeout=30,
-    )
-    if not r.ok:
-        return [Check(head.name, "launcher repo", FAIL, r.why())]
-    out = r.stdout.split()
-    if "missing" in out:
-        return [Check(head.name, "launcher repo", FAIL, f"{s.launcher_repo} does not exist",
-                      f"git clone https://github.com/eugr/spark-vllm-docker {q(s.launcher_repo)} on {head.name}")]
-    missing = [w for w in out if w != "nofile"]
-    if missing:
-        return [Check(head.name, "launcher repo", FAIL, f"{s.launcher_repo} lacks {', '.join(missing)}",
-                      "update the checkout on the head (git pull)")]
-    return [Check(head.name, "launcher repo", OK, f"{s.launcher_repo} has the launcher scripts")]
-
+    """The launcher on the head, as its own scripts need it (cluster/launcherchecks.py)."""
+    return launcher_checks(cluster)

@@ -4,14 +4,16 @@ the launcher's copy step (nothing leaves the head unverified)."""
 
 from __future__ import annotations
 
+import re
 import shlex
-from collections.abc import Iterable
 from dataclasses import dataclass
 
 from ..config import ImageSpec, Settings
+from ..errors import ClusterError
+from ..launch.generation import LauncherInfo, detect
 from ..remote import Cluster, prefixed_lines
 from ..shell import LineSplitter, remote_path
-from . import space
+from . import space, wheels
 from .errors import ImagesError
 from .select import ancestors, held, image_states, lineage_order, short
 from .verify import Verdict, probe_command, probes, save_records, verify_on
@@ -19,61 +21,68 @@ from .verify import Verdict, probe_command, probes, save_records, verify_on
 COPY_FLAGS = ("-c", "--copy-to", "--copy-parallel")
 
 
-def wheel_problems(pinned: Iterable[str], found: dict[str, int]) -> list[str]:
-    """Missing, empty or stale pinned wheels, given wheels/ as file name -> size."""
-
-    def dist(filename: str) -> str:
-        return filename.split("-", 1)[0].lower().replace("-", "_")
-
-    problems = []
-    for wheel in pinned:
-        others = sorted(f for f in found if dist(f) == dist(wheel) and f != wheel)
-        if wheel not in found:
-            if others:
-                problems.append(f"stale: wheels/ has {', '.join(others)} but the config pins {wheel}")
-            else:
-                problems.append(f"missing: {wheel}")
-        elif found[wheel] == 0:
-            problems.append(f"empty: {wheel} is 0 bytes (an interrupted download?)")
-        elif others:
-            problems.append(
-                f"stale: wheels/ also holds {', '.join(others)} beside the pinned {wheel}; "
-                "the build may install either: move the old one out"
-            )
-    return problems
-
-
-def check_wheels(cluster: Cluster) -> None:
+def launcher_for_build(cluster: Cluster) -> LauncherInfo:
+    """The head's launcher, refused when it is not the pinned commit (before anything runs)."""
     s, head = cluster.settings, cluster.head
-    repo = remote_path(s.launcher_repo)
-    cmd = (
-        f"cd {repo} 2>/dev/null || {{ echo NOREPO; exit 0; }}; "
-        "[ -d wheels ] || { echo NOWHEELS; exit 0; }; find wheels -maxdepth 1 -name '*.whl' -printf '%f\\t%s\\n'"
-    )
-    r = cluster.run(head, cmd, timeout=60)
-    if not r.ok:
-        raise ImagesError(f"cannot list the launcher's wheels on {head.name}: {r.why()}")
-    if r.stdout.strip() == "NOREPO":
+    try:
+        info = detect(cluster)
+    except ClusterError as e:
+        raise ImagesError(str(e)) from e
+    cluster.say(f"launcher on {head.name}: {info.describe()}")
+    pin = s.launcher.pin_commit
+    if pin and not (info.commit or "").lower().startswith(pin):
         raise ImagesError(
-            f"{head.name} has no launcher repo at {s.launcher_repo}: "
-            f"git clone https://github.com/eugr/spark-vllm-docker there (or set cluster.launcher_repo)"
+            f"launcher.pin_commit is {pin} but {s.launcher_repo} on {head.name} is at "
+            f"{info.commit or 'no commit (not a git checkout)'}; nothing was built. "
+            f"`git -C {s.launcher_repo} checkout {pin}` there, or set launcher.pin_commit to the new commit "
+            "after checking docs/launcher.md for what changed"
         )
-    if not s.wheels:
-        return
-    found = {}
-    if r.stdout.strip() != "NOWHEELS":
-        for line in r.stdout.splitlines():
-            name, _, size = line.rpartition("\t")
-            if name:
-                found[name] = int(size)
-    problems = wheel_problems(s.wheels, found)
-    if problems:
+    return info
+
+
+def generation_args(settings: Settings, info: LauncherInfo) -> tuple[str, ...]:
+    """The build-and-copy.sh flags configured for the detected generation."""
+    args = settings.launcher.build_args
+    if info.generation not in args:
         raise ImagesError(
-            f"the pinned wheels are not in {s.launcher_repo}/wheels on {head.name}; nothing was built:\n"
-            + "\n".join(f"  {p}" for p in problems)
-            + "\ndrop the pinned wheels there (the config's `wheels:` list), or update `wheels:` "
-            "when bumping vLLM"
+            f"the launcher's generation is {info.generation} and launcher.build_args has no "
+            f"`{info.generation}:` entry; nothing was built. Read its build-and-copy.sh "
+            f"(`{settings.launcher_repo}/build-and-copy.sh --help`) and set launcher.build_args.{info.generation}"
         )
+    return args[info.generation]
+
+
+def expand(spec: ImageSpec, args: tuple[str, ...]) -> str:
+    return spec.build.replace("{launcher_args}", shlex.join(args)).replace("  ", " ")
+
+
+def check_flags(spec: ImageSpec, command: str, info: LauncherInfo) -> None:
+    """Every flag given to build-and-copy.sh must be one its parser accepts: the seed era's
+    rejects --use-wheels ("Unknown parameter passed"), so refuse before it runs."""
+    words = shlex.split(command)
+    for i, w in enumerate(words):
+        if w.endswith("build-and-copy.sh") and info.build_flags:
+            unknown = [a for a in words[i + 1:] if a.startswith("-") and a.split("=", 1)[0] not in info.build_flags]
+            if unknown:
+                raise ImagesError(
+                    f"images.{spec.name}.build passes {' '.join(unknown)} to build-and-copy.sh, which this launcher "
+                    f"({info.generation}, {(info.commit or 'unknown commit')[:12]}) does not accept: it would stop "
+                    f"with \"Unknown parameter passed: {unknown[0]}\"; nothing was built. Drop it (per-generation "
+                    f"flags go in launcher.build_args.{info.generation})"
+                )
+
+
+LAUNCHER_ERROR = re.compile(r"^(Unknown parameter passed: .*|Error\b.*|ERROR\b.*|error: .*|"
+                            r"stand-in build-and-copy\.sh: .*|.*Error response from daemon.*)$")
+
+
+def launcher_error_line(output: str) -> str | None:
+    """The launcher's own error line in a failed build's output (before any usage text)."""
+    for line in output.splitlines():
+        line = line.strip()
+        if LAUNCHER_ERROR.match(line):
+            return line
+    return None
 
 
 def check_build_command(spec: ImageSpec) -> None:
@@ -136,16 +145,59 @@ def build_echo(cluster: Cluster, node: str, image: str) -> LineSplitter:
     return prefixed_lines(node, cluster.out, also=lambda line: cluster.ops_log.event(f"{node} build {image} | {line}"))
 
 
-def build_command(settings: Settings, spec: ImageSpec) -> str:
-    return f"cd {remote_path(settings.launcher_repo)} && {{ {spec.build}; }} 2>&1"
+def build_command(settings: Settings, command: str) -> str:
+    return f"cd {remote_path(settings.launcher_repo)} && {{ {command}; }} 2>&1"
+
+
+def prepare_wheels(cluster: Cluster, info: LauncherInfo, args: tuple[str, ...]) -> wheels.Pinned | None:
+    """The pinned wheels this launcher builds from, checked present; None when it reads none."""
+    s = cluster.settings
+    if info.use_wheels == "nightly" and "--use-wheels" in args:
+        cluster.say(f"note: on this launcher ({info.generation}) --use-wheels installs nightly vLLM from the "
+                    "internet (Dockerfile.wheels), not the pinned wheels; the image's vLLM is checked by verify")
+    if not s.wheels:
+        return None
+    if info.use_wheels == "nightly" and s.launcher.wheels == "auto":
+        cluster.say(f"note: this launcher ({info.generation}) builds vLLM without local wheels (from source, "
+                    "or nightly with --use-wheels): the pinned wheels are not used; verify checks the vLLM it installed")
+        return None
+    if info.use_wheels == "local-cache" and "--use-wheels" not in args:
+        cluster.say(f"note: launcher.build_args.{info.generation} has no --use-wheels: this launcher then pulls "
+                    "its prebuilt runner image instead of building from the pinned wheels")
+    return wheels.check_present(cluster, info, s.wheels)
+
+
+def check_unchanged(cluster: Cluster, spec: ImageSpec, pinned: wheels.Pinned,
+                    before: dict[str, tuple[int, str] | None], build_failed: str | None = None) -> None:
+    """After a build (failed or not): the pinned wheels as they were, else put back and fail."""
+    after = wheels.fingerprints(cluster, pinned)
+    found = wheels.listing(cluster, pinned.dirs)
+    changed = wheels.changes(before, after, found)
+    if not changed:
+        cluster.say(f"pinned wheels unchanged by the build ({len(pinned.paths)}, sha256 checked)")
+        return
+    restored = wheels.restore(cluster, [p for p in pinned.paths if before.get(p) != after.get(p)])
+    raise ImagesError(
+        f"the launcher's build of {spec.tag} on {cluster.head.name} changed the pinned wheels: "
+        + "; ".join(changed)
+        + (". The pinned files were put back" if restored else ". Put the pinned files back by hand")
+        + "; the image it built is not from them, so nothing was verified or distributed. Remove any "
+        "wheel the build added beside a pinned one, and check the build flags (launcher.build_args)"
+        + (f". The build itself also failed: {build_failed}" if build_failed else "")
+    )
 
 
 def rebuild(cluster: Cluster, specs: list[ImageSpec]) -> list[Verdict]:
     """Check wheels and bases, then build and verify each image in lineage order; stop at the
     first build or verification failure. Nothing is copied anywhere."""
     head = cluster.head
-    check_wheels(cluster)
+    info = launcher_for_build(cluster)
+    args = generation_args(cluster.settings, info)
+    pinned = prepare_wheels(cluster, info, args)
     plan = plan_rebuild(cluster, specs)
+    commands = {spec.name: expand(spec, args) for spec in plan.order}
+    for spec in plan.order:
+        check_flags(spec, commands[spec.name], info)
     for note in plan.notes:
         cluster.say(f"note: {note}")
     cluster.say("build order: " + " -> ".join(spec.name for spec in plan.order))
@@ -156,17 +208,29 @@ def rebuild(cluster: Cluster, specs: list[ImageSpec]) -> list[Verdict]:
             short_of = space.check(cluster, [head], before.size, what=f"rebuilding {spec.tag}")
             if short_of:
                 raise ImagesError(f"{head.name}: {short_of[head.name]}; nothing was built")
-        cluster.say(f"building {spec.tag} on {head.name}: {spec.build}")
+        command = commands[spec.name]
+        cluster.say(f"building {spec.tag} on {head.name}: {command}")
+        guard = pinned if pinned and "build-and-copy.sh" in command else None
+        before_wheels = None
+        if guard and not cluster.dry_run:
+            before_wheels = wheels.fingerprints(cluster, guard)
+        if guard:
+            wheels.protect(cluster, guard)
         echo = None if cluster.dry_run else build_echo(cluster, head.name, spec.name)
-        r = cluster.run(head, build_command(cluster.settings, spec), mutating=True, sink=echo, shell_leads=False)
+        r = cluster.run(head, build_command(cluster.settings, command), mutating=True, sink=echo, shell_leads=False)
+        if guard and before_wheels is not None:
+            failed = None if r.ok else (launcher_error_line(r.stdout + "\n" + r.stderr) or r.why())
+            check_unchanged(cluster, spec, guard, before_wheels, failed)
         if cluster.dry_run:
             cluster.say(f"[dry-run] {head.name}: then verify {spec.tag}: "
                         + "; ".join(probe_command(cluster.settings.docker, spec.tag, code) for _, code in probes(spec)))
             continue
         if not r.ok:
+            own = launcher_error_line(r.stdout + "\n" + r.stderr)
             raise ImagesError(
-                f"building {spec.tag} on {head.name} failed ({r.why()}); nothing was distributed. "
-                f"command: {r.command}. The full output is above and in the operations log"
+                f"building {spec.tag} on {head.name} failed "
+                f"({f'exit {r.exit_code}: {own}' if own else r.why()}); nothing was distributed. "
+                f"command: {command}. The full output is above and in the operations log"
             )
         after = held(cluster, head, spec.tag)
         if after is None:

@@ -58,8 +58,8 @@ def test_doctor_checks_and_fixes(simcluster: Any, tmp_path: Path) -> None:
     assert "doctor: 1 check(s) failed" in r.stderr, r.stderr
     (row,) = [line for line in r.stdout.splitlines() if "launcher repo" in line]
     assert row.split()[:2] == ["FAIL", "head"], row
-    assert "lacks launch-cluster.sh, run-recipe.sh, build-and-copy.sh" in row, row
-    assert row.endswith("update the checkout on the head (git pull)"), row
+    assert "lacks build-and-copy.sh, launch-cluster.sh, autodiscover.sh" in row, row
+    assert row.endswith("update the checkout on head (git pull), or clone it afresh there"), row
     for node in ("head", "w1", "w2", "w3"):
         assert f"OK    {node:<7} ssh" in r.stdout
         assert f"OK    {node:<7} container engine" in r.stdout

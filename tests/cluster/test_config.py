@@ -94,3 +94,27 @@ def test_unknown_model_and_node(tmp_path: Path) -> None:
         s.model("llama")
     with pytest.raises(ConfigError, match=r"unknown node 'spark9'"):
         s.select_nodes("spark1,spark9")
+
+
+def test_launcher_keys_default_for_the_seed_and_bad_values_name_the_key(tmp_path: Path) -> None:
+    s = validate(site(tmp_path))
+    assert s.launcher.backend == "auto" and s.launcher.wheels == "auto" and s.launcher.pin_commit is None
+    assert s.launcher.build_args == {"seed": (), "jan26": (), "current": ("--use-wheels",)}
+    assert "{launcher_args}" in s.image("vllm-node").build  # the generation's flags go there
+    data = site(tmp_path)
+    data["launcher"] = {"pin_commit": "74C02C37", "build_args": {"seed": ["--force-download"]}, "wheels": "wheels"}
+    s = validate(data)
+    assert s.launcher.pin_commit == "74c02c37" and s.launcher.build_args["seed"] == ("--force-download",)
+    for launcher, message in (
+        ({"backend": "torch"}, r"launcher.backend = 'torch': use one of ray, no-ray, auto"),
+        ({"wheels": "/opt/wheels"}, r"launcher.wheels = '/opt/wheels': use auto or a directory inside"),
+        ({"wheels": "../wheels"}, r"launcher.wheels = '../wheels'"),
+        ({"build_args": ["--use-wheels"]}, r"launcher.build_args must map a generation"),
+        ({"build_args": {"may26": []}}, r"launcher.build_args.may26: unknown generation 'may26'"),
+        ({"build_args": {"seed": "--use-wheels"}}, r"launcher.build_args.seed must be a list of flags"),
+        ({"pin_commit": "main"}, r"launcher.pin_commit = 'main': give the launcher checkout's commit"),
+    ):
+        bad = site(tmp_path)
+        bad["launcher"] = launcher
+        with pytest.raises(ConfigError, match=message):
+            validate(bad)

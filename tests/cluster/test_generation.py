@@ -161,3 +161,18 @@ def test_parse_read_splits_files_and_git_line() -> None:
     assert texts["build-and-copy.sh"].startswith("line1\nline2") and "run-recipe.py" in texts
     assert parse_read("NOREPO\n") is None
     assert parse_read("=====gx10-ops-file git\n")[1] is None  # type: ignore[index]
+
+
+def test_the_launchers_own_error_line_is_found_before_its_usage() -> None:
+    from cluster.images.build import launcher_error_line
+
+    # seed-era build-and-copy.sh given --use-wheels: the line, then the usage text (exit 1)
+    out = ("Unknown parameter passed: --use-wheels\nUsage: ./build-and-copy.sh [OPTIONS]\n"
+           "  -t, --tag <tag>               : Image tag (default: 'vllm-node')\n"
+           "  -h, --help                    : Show this help message\n")
+    assert launcher_error_line(out) == "Unknown parameter passed: --use-wheels"
+    out = ("Using FlashInfer wheel profile: regular (./.wheel-cache/flashinfer/regular)\n"
+           "Error: No precompiled vLLM wheels are available and the download failed.\n"
+           "       Re-run with --rebuild-vllm to explicitly build vLLM from source.\n")
+    assert launcher_error_line(out) == "Error: No precompiled vLLM wheels are available and the download failed."
+    assert launcher_error_line("STEP 1/3: FROM base\nall fine\n") is None

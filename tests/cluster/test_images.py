@@ -15,11 +15,11 @@ from pathlib import Path
 import pytest
 
 from cluster.config import defaults
-from cluster.images.build import wheel_problems
 from cluster.images.prune import parse_age, parse_created
 from cluster.images.verify import at_least, same_build
+from cluster.images.wheels import wheel_problems
 from testbeds.clustertool import PROJECT, inv, procs_on, tool_config
-from testbeds.launcher import IMAGES_DIR
+from testbeds.launcher import harness
 from testbeds.simcluster import SimCluster
 
 pytestmark = pytest.mark.cluster
@@ -48,10 +48,10 @@ def wipe(sim: SimCluster) -> None:
                     ">/dev/null 2>&1; podman image prune -f >/dev/null 2>&1; rm -rf /root/.gx10-ops; true")
 
 
-def reset_launcher(sim: SimCluster) -> None:
-    wheels = " ".join(f"wheels/{w}" for w in defaults()["wheels"])
-    sim.node_run("head", f"rm -rf {REPO} && cp -r {IMAGES_DIR} {REPO} && cd {REPO} && mkdir wheels && "
-                 f"for w in {wheels}; do echo stand-in > \"$w\"; done", check=True)
+def reset_launcher(sim: SimCluster, generation: str = "seed") -> None:
+    """A fresh stand-in checkout of `generation` with the pinned wheels where it keeps them."""
+    harness.install_repo(sim, generation)
+    harness.install_wheels(sim, generation, defaults()["wheels"])
 
 
 @pytest.fixture(scope="module")
@@ -311,7 +311,8 @@ def test_dry_runs_change_nothing(env: Env) -> None:
     assert env.record(head_id) is None  # verified for the plan, but the record was only printed
     b = env.inv("rebuild", "--image", NODE, "--dry-run")
     assert b.returncode == 0, b.stderr
-    assert f"[dry-run] head: cd {REPO} && {{ ./build-and-copy.sh --use-wheels -t vllm-node; }} 2>&1" in b.stdout
+    assert f"[dry-run] head: cd {REPO} && {{ ./build-and-copy.sh -t vllm-node; }} 2>&1" in b.stdout
+    assert "launcher on head: seed generation (" in b.stdout
     assert env.ids(NODE)["head"] == head_id
 
 
@@ -327,7 +328,8 @@ def test_rebuild_distribute_builds_and_ships_both_live_images(env: Env) -> None:
     r = env.inv("rebuild", "distribute")
     assert r.returncode == 0, r.stdout + r.stderr
     assert "build order: vllm-node -> vllm-node-mimo" in r.stdout
-    assert "[head] Build complete: vllm-node" in r.stdout and ": FROM vllm-node-tf5:latest" in r.stdout
+    assert "[head] Building runner image with command: docker build -t vllm-node" in r.stdout
+    assert ": FROM vllm-node-tf5:latest" in r.stdout
     assert "OK    transformers 5.1.0" in r.stdout
     assert "head build vllm-node-mimo | STEP 1/3: FROM vllm-node-tf5:latest" in env.log()
     for tag in (NODE, MIMO):
