@@ -59,9 +59,8 @@ def recipe_backend(command: str) -> str | None:
 
 
 def backend_setting(settings: Settings) -> str:
-    """`launcher.backend` (ray | no-ray | auto); auto until the key is configured."""
-    launcher = getattr(settings, "launcher", None)
-    return str(getattr(launcher, "backend", None) or "auto")
+    """`launcher.backend`: ray | no-ray | auto."""
+    return settings.launcher.backend
 
 
 def wanted_backend(setting: str, recipe_command: str) -> str:

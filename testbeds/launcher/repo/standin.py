@@ -223,6 +223,8 @@ EXEC_SCRIPT = "/workspace/launch-script.sh"
 # a process in each container whose command line is what that node received (busybox has no
 # `exec -a`; `; :` keeps sh from exec'ing away its arguments)
 HOLD = "sleep 2147483647; :"
+_DIST_ARGS = re.compile(r"--distributed-executor-backend(?:=|\s+)\S+|--(?:nnodes|node-rank|master-addr|master-port)"
+                        r"(?:=|\s+)\S+|--headless")
 _BACKEND_ARG = re.compile(r"--distributed-executor-backend(?:=|\s+)\S+")
 
 
@@ -347,9 +349,10 @@ def launch_cluster(argv: list[str]) -> int:
             return 1
         if not start_containers(args, nodes, name, port, backend, eth_if, ib_if):
             return 1
-        if script:
+        if script:  # no-Ray: each node its own patched script; Ray: the head only
+            targets = nodes if backend == "no-ray" else [head]
             copied = [copy_script(node, i == 0, name, node_command(script, backend, len(nodes), i, head, port))
-                      for i, node in enumerate(nodes)]
+                      for i, node in enumerate(targets)]
             if not all(copied):
                 return 1
     if args.action == "start" and not script:
@@ -486,7 +489,8 @@ def exec_command(nodes: list[str], name: str, script: str, backend: str, port: i
         hold = f"docker exec -d {shlex.quote(name)} sh -c {shlex.quote(HOLD)} {shlex.join(argv)}"
         on_node(node, node == head, hold)
     state = STATE / name
-    command = "\n".join(line for line in script.splitlines() if not line.startswith("#"))
+    # the engine beside the head is the recipe's server: vLLM's distributed flags are not its
+    command = _DIST_ARGS.sub("", "\n".join(line for line in script.splitlines() if not line.startswith("#")))
     serve = [sys.executable, str(Path(__file__).resolve()), "serve", "--name", name,
              "--log", str(state / "engine.log"), "--workers", ",".join(workers), "--script", command]
     state.mkdir(parents=True, exist_ok=True)
