@@ -31,6 +31,7 @@ GENERATE_TIMEOUT_S = 30.0  # one 1-token completion once /health is 200
 SWEEP_EVERY_S = 3.0
 DOWN_GRACE_S = 2.0  # refused this long after a server held the port: the engine is gone
 PROGRESS_EVERY_S = 30.0
+LAUNCHER_GRACE_S = 3.0  # a container gone while the launcher runs: its exit and reason come this soon
 AFTERMATH_S = 0.5  # after a failure, let the other nodes' reaction reach the saved logs
 EXPLAIN_LINES = 12
 LAUNCHER_ERROR = re.compile(r"^(?:\[\w.-]+\] )?(?:Error:|EOFError)")
@@ -181,14 +182,22 @@ class Watch:
             self._fail(LauncherFailed, self.cluster.head.name,
                        f"{head}\n  ({why}) command: {r.command}\n" + "\n".join(f"  | {line}" for line in lines[-5:]))
 
+    def _launcher_first(self) -> None:
+        """A container gone while the launcher still runs may be the launcher's own cleanup (a
+        failed mod, an image check): it exits right after, and its reason is the cause."""
+        if self.launcher_done.wait(LAUNCHER_GRACE_S):
+            self._check_launcher()
+
     def _check_containers(self) -> None:
         name = self.s.container_name
         for node, f in self.followers.items():
             if f.ended.is_set():
+                self._launcher_first()
                 self._fail(ContainerExited, node, f"the {name} container on {node} exited while {self.spec.name} "
                            f"was loading ({serving.duration((f.ended_at or time.monotonic()) - self.start)} after the start)",
                            detected_at=f.ended_at)
         for node, when in self.gone.items():
+            self._launcher_first()
             self._fail(ContainerExited, node, f"the {name} container on {node} is not running "
                        f"({serving.duration(when - self.start)} after the start; the launcher had started it)",
                        detected_at=when)
