@@ -68,16 +68,17 @@ def install(sim: Any, generation: str = "seed") -> None:
     for image, transformers in IMAGES.items():
         sim.build_test_image("head", image, transformers=transformers)
         sim.distribute_test_image(image)
-    install_repo(sim, generation)
+    install_repo(sim, generation, interfaces=True)
 
 
-def install_repo(sim: Any, generation: str = "seed") -> None:
+def install_repo(sim: Any, generation: str = "seed", *, interfaces: bool = False) -> None:
     """Only the stand-in repo on the head, with its `.env` and `standin.env` (no images).
 
     The checkout is one `generation` of the launcher (seed, jan26, current): repo/ (the shared
     Python stand-in, recipes, the seed's relaunch wrappers), the build files of images/, then
     generations/<generation>/ (that generation's scripts), committed as a git checkout dated
-    like that generation so the launcher detection reads a commit and a date."""
+    like that generation so the launcher detection reads a commit and a date. `interfaces`:
+    `.env` also sets ETH_IF/IB_IF (without them a launch needs ibdev2netdev, as upstream)."""
     if generation not in GENERATION_DATES:
         raise ValueError(f"unknown launcher generation {generation!r}: one of {', '.join(GENERATIONS)}")
     python, pythonpath = node_python()
@@ -95,7 +96,7 @@ def install_repo(sim: Any, generation: str = "seed") -> None:
         check=True)
     sim.node_run("head", f"cat > {REPO}/.env", check=True, input=(
         f"CLUSTER_NODES={nodes}\nLOCAL_IP={sim.nodes['head'].fabric}\nCONTAINER_NAME=vllm_node\n"
-        f"ETH_IF={FABRIC_IF}\nIB_IF={IB_IF}\n"))
+        + (f"ETH_IF={FABRIC_IF}\nIB_IF={IB_IF}\n" if interfaces else "")))
     sim.node_run("head", f"cat > {REPO}/standin.env", check=True,
                  input=f"PYTHON={python}\nexport PYTHONPATH={pythonpath}\n")
 

@@ -209,3 +209,33 @@ def test_parallel_instance_and_clean_teardown(simcluster: SimCluster,
                  and str(other.state_dir).encode() in _read(p / "cmdline")]
     assert not leftovers, "processes of the torn-down instance are still running"
     assert ssh_ok(simcluster, "head", "hostname").strip() == "head"
+
+
+def test_node_count_names_and_bounds() -> None:
+    from testbeds.simcluster.layout import Layout, SimClusterError, node_names
+    assert node_names(2) == ("head", "w1") and node_names() == ("head", "w1", "w2", "w3")
+    assert node_names(8)[-1] == "w7" and Layout(3).fabric_ip("w7") == "10.78.3.17"
+    for bad in (1, 9):
+        with pytest.raises(SimClusterError, match="2 to 8 nodes"):
+            node_names(bad)
+
+
+def test_eight_nodes_up_and_a_default_sized_object_tears_them_down() -> None:
+    big = SimCluster(nodes=8)
+    try:
+        big.up()
+        assert big.workers[-1] == "w7" and len(big.nodes) == 8
+        assert ssh_ok(big, "w7", "hostname").strip() == "w7"
+        assert "ok" in ssh_ok(big, "head", f"ssh {big.nodes['w7'].fabric} echo ok")
+        instance = big.instance
+    finally:
+        big.down()
+    # a crashed run of another size is cleaned up by whoever takes the instance next
+    again = SimCluster(instance, nodes=8)
+    again.up()
+    again._lock.release() if again._lock else None  # noqa: SLF001 - simulate a crash: no down()
+    again._lock = None  # noqa: SLF001
+    SimCluster(instance).down()  # default size (4) still removes w4..w7
+    netns = subprocess.run(["ip", "netns", "list"], capture_output=True, text=True).stdout
+    assert not [n for n in netns.split() if n.startswith(f"gx{instance}-")], netns
+    assert not again.state_dir.exists()
