@@ -68,10 +68,10 @@ def install(sim: Any, generation: str = "seed") -> None:
     for image, transformers in IMAGES.items():
         sim.build_test_image("head", image, transformers=transformers)
         sim.distribute_test_image(image)
-    install_repo(sim, generation, interfaces=True)
+    install_repo(sim, generation)
 
 
-def install_repo(sim: Any, generation: str = "seed", *, interfaces: bool = False) -> None:
+def install_repo(sim: Any, generation: str = "seed", *, interfaces: bool = True) -> None:
     """Only the stand-in repo on the head, with its `.env` and `standin.env` (no images).
 
     The checkout is one `generation` of the launcher (seed, jan26, current): repo/ (the shared

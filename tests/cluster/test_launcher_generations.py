@@ -87,7 +87,7 @@ class Site:
 
 def _install(sim: SimCluster, tmp: Path, generation: str) -> Site:
     sim.node_run("head", f"rm -rf /root/.gx10-ops; podman rmi -f {NODE} >/dev/null 2>&1; true")
-    harness.install_repo(sim, generation)
+    harness.install_repo(sim, generation, interfaces=False)  # as a new user writes .env: no ETH_IF/IB_IF
     harness.install_wheels(sim, generation, PINNED)
     for model, container in (("qwen", MISSING), ("nemotron", PRESENT)):
         path = harness.RECIPES[model]

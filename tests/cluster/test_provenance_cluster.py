@@ -118,7 +118,10 @@ def test_card_holds_real_image_ids_verified_versions_and_command_line_then_refus
     recipe = card["recipe"]
     truth = sim.node_run("head", f"sha256sum {harness.REPO}/{harness.RECIPES['nemotron']}", check=True)
     assert recipe["path"] == harness.RECIPES["nemotron"] and recipe["sha256"] == truth.stdout.split()[0]
-    assert card["launcher"]["path"] == harness.REPO and card["launcher"]["git"] is False
+    head_commit = sim.node_run("head", f"git -C {harness.REPO} rev-parse HEAD", check=True).stdout.strip()
+    # the stand-in is a dated git checkout of one launcher generation (harness.install_repo)
+    assert card["launcher"]["path"] == harness.REPO and card["launcher"]["git"] is True
+    assert card["launcher"]["commit"] == head_commit
     assert card["mods"] == list(settings.model("nemotron").mods)
     text = reproduce_markdown(doc)  # the post's section shows these very facts
     assert f"| head | {IMAGE}:latest | {normalize_id(ids['head'])} | torch 2.11.0+cu130, CUDA 13.0, vllm " in text
