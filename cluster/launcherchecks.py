@@ -221,7 +221,8 @@ def launcher_checks(cluster: Cluster) -> list[Check]:
         return [Check(head, "launcher repo", FAIL, f"{s.launcher_repo} does not exist",
                       f"git clone https://github.com/eugr/spark-vllm-docker {q(s.launcher_repo)} on {head}")]
     except ClusterError as e:
-        return [Check(head, "launcher repo", FAIL, str(e))]
+        return [Check(head, "launcher repo", FAIL, str(e),
+                      f"check `ssh {s.head.mgmt}` and that {s.launcher_repo} is readable there")]
     if not {"build-and-copy.sh", "launch-cluster.sh"} & info.scripts:
         return [Check(head, "launcher repo", FAIL,
                       f"{s.launcher_repo} lacks {', '.join(ALWAYS)}: not a spark-vllm-docker checkout",

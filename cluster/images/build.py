@@ -53,7 +53,10 @@ def generation_args(settings: Settings, info: LauncherInfo) -> tuple[str, ...]:
 
 
 def expand(spec: ImageSpec, args: tuple[str, ...]) -> str:
-    return spec.build.replace("{launcher_args}", shlex.join(args)).replace("  ", " ")
+    """The image's build line with the generation's flags where it says {launcher_args}."""
+    if not args:
+        return re.sub(r" ?\{launcher_args\}", "", spec.build)
+    return spec.build.replace("{launcher_args}", shlex.join(args))
 
 
 def check_flags(spec: ImageSpec, command: str, info: LauncherInfo) -> None:

@@ -148,11 +148,20 @@ def test_doctor_names_the_generation_and_catches_what_its_scripts_need(
     assert row.startswith("WARN") and "cluster.container_name: vllm_spark" in row
 
 
-def test_doctor_refuses_a_checkout_other_than_the_pinned_one(sim: SimCluster, tmp_path: Path) -> None:
+def test_doctor_checks_the_pin_the_recipe_files_and_the_helpers(sim: SimCluster, tmp_path: Path) -> None:
     site = _install(sim, tmp_path, "seed")
+    _heads(sim, f"cd {REPO} && rm {harness.RECIPES['qwen']} resolve-model.py && chmod -x launch-cluster.sh")
     r = site.inv("doctor", pin_commit="0123456789abcdef")
     row = _row(r.stdout, "head", "launcher pin")
     assert row.startswith("FAIL") and site.commit() in row, row
+    row = _row(r.stdout, "head", "recipe qwen")
+    assert row.startswith("FAIL") and f"{REPO}/{harness.RECIPES['qwen']} does not exist" in row, row
+    rows = [line for line in r.stdout.splitlines() if " launcher scripts " in line]
+    assert any(x.startswith("FAIL") and "lacks resolve-model.py" in x for x in rows), rows
+    assert any(x.startswith("FAIL") and "not executable: launch-cluster.sh" in x and "chmod +x launch-cluster.sh" in x
+               for x in rows), rows
+    ok = site.inv("doctor", pin_commit=site.commit()[:8])
+    assert _row(ok.stdout, "head", "launcher pin").startswith("OK")
 
 
 # -- rebuild -------------------------------------------------------------------------------------
