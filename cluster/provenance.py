@@ -150,3 +150,10 @@ def gather(cluster: Cluster, spec: ModelSpec) -> dict[str, Any]:
     return {"nodes": nodes, "launcher": launcher_facts(cluster), "recipe": recipe_facts(cluster, spec),
             "command_line": line, "container_command": container, "mods": list(spec.mods),
             "weights": weights_facts(spec), "model": spec.name}
+
+
+def gather_for(settings: Any, name: str) -> dict[str, Any]:
+    """`gather` over a connection of its own, for a caller that holds none (bench.ipynb under
+    `inv report`: called before the first point and again after the last)."""
+    with Cluster(settings) as cl:
+        return gather(cl, settings.model(name))

@@ -1,6 +1,7 @@
 """The provenance card's cluster facts on the simulated cluster (cluster/provenance.py): a sweep
 against the stand-in launcher's head records every node's real image ID, the versions `inv verify`
-recorded for it and the command line the head's container runs, and `inv bench` does the same;
+recorded for it and the command line the head's container runs, and `inv bench` and `inv report`
+do the same;
 a recipe edited during a sweep is caught by the post-check on the points it touched; after the
 image changes under the same tag (and the model is relaunched), resuming refuses, naming it."""
 
@@ -48,7 +49,8 @@ def head_script() -> str:
 @pytest.fixture
 def lab(simcluster: Any, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
     sim = simcluster
-    cfg = tool_config(sim, tmp_path)
+    cfg = tool_config(sim, tmp_path, bench={"concurrency": [1], "input_len": 8, "output_len": 8,
+                                            "requests_per_point": 2})
     make_model(tmp_path / "workspace", HF["nemotron"], files=5, big=(100_000,))
     try:
         harness.node_python()
@@ -139,6 +141,17 @@ def test_card_holds_real_image_ids_verified_versions_and_command_line_then_refus
     assert [n["image_id"] for n in got["nodes"]] == [n["image_id"] for n in card["nodes"]]
     assert got["command_line"] == card["command_line"] and got["recipe"] == card["recipe"]
     assert [n["driver"] for n in got["nodes"]] == ["580.159.04"] * len(sim.node_names)
+
+    # `inv report` (bench.ipynb under papermill) gathers them too, before and after its sweep
+    shutil.rmtree(folder / "nemotron")
+    r = inv(cfg, "report", "--model", "nemotron", timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr
+    by_report = json.loads((folder / "nemotron" / "results.json").read_text())
+    rep = by_report["provenance"]
+    assert rep["source"] == "cluster" and rep["unknown"] == [] and "provenance_changed" not in by_report
+    assert [n["image_id"] for n in rep["nodes"]] == [n["image_id"] for n in card["nodes"]]
+    assert rep["command_line"] == card["command_line"] and rep["recipe"] == card["recipe"]
+    assert [n["image_id"] for n in rep["nodes"]][0][7:19] in (folder / "nemotron" / "reproduce.md").read_text()
 
     # a recipe edited during a sweep: the facts read after the last point differ, said on the point
     before = card["recipe"]["sha256"]
