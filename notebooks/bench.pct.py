@@ -43,10 +43,10 @@ print(target.describe())
 # %%
 # The provenance card's cluster facts (image IDs, verified versions, launcher, recipe, the head
 # container's command line, weights), read over SSH before the first point and after the last.
-from cluster import provenance  # noqa: E402
+from cluster.provenance import gather_for  # noqa: E402
 
 on_cluster = not target.simulated and target.label in settings.models and target.base_url == settings.api_url
-gather = (lambda: provenance.gather_for(settings, target.label)) if on_cluster else None
+gather = (lambda: gather_for(settings, target.label)) if on_cluster else None
 doc = report.measure(target, rerun=rerun, gather=gather) if run else report.load(target.folder)
 
 # %%
