@@ -80,7 +80,13 @@ def cluster(c: Context, dry_run: bool = False) -> Cluster:
 @task
 @reports_errors
 def status(c: Context) -> None:
-    """Show every node: reachable over management and fabric, containers, images, free disk."""
+    """Show every node: reachable over management and fabric, containers, images, free disk.
+
+    Then each node's readings now: GPU power W, SM clock MHz, temperature, utilisation %,
+    throttle reasons, MemAvailable and swap used GiB, 1-minute load ("-" where not readable,
+    "cannot read: WHY" when the node's sampler failed) and what the head serves.
+    Exit code 0 when every node answered, 1 when a node is unreachable (named on the last
+    line); readings never change the exit code."""
     with cluster(c) as cl:
         launch_plan.follow_launcher_name(cl)
         facts = facts_mod.gather(cl)

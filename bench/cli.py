@@ -216,8 +216,16 @@ def run(make_config: Callable[[], SweepConfig], demo: bool, progress: bool = Tru
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     demo = bool(args.demo or (args.model == DEMO_MODEL and not args.base_url))
-    if args.repeats != 1 and not demo:
+    if args.repeats != 1:
         from bench.repeats import run_cli
-        return run_cli(lambda: config_from_args(args, demo), args.repeats,
-                       progress=not args.no_progress)
+        if not demo:
+            return run_cli(lambda: config_from_args(args, demo), args.repeats,
+                           progress=not args.no_progress)
+        from bench.sim import BackgroundSim
+        with BackgroundSim(DEMO_SIM) as sim:  # one endpoint for every repeat (the sweeps are sync)
+            def demo_cfg() -> SweepConfig:
+                cfg = config_from_args(args, demo)
+                cfg.base_url = sim.base_url
+                return cfg
+            return run_cli(demo_cfg, args.repeats, progress=not args.no_progress)
     return run(lambda: config_from_args(args, demo), demo, progress=not args.no_progress)

@@ -15,10 +15,12 @@ Public: `Run` (one run's frame plus what the caption needs), `throughput`, `per_
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
 import textwrap
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -80,6 +82,9 @@ class Run:
     doc: ResultsDoc = field(repr=False)  # the results document itself
     image: str = "unknown"  # the head's image ID prefix (bench.provenance.image_short)
     repeats: int = 1
+    # A repeated run's 95 % intervals: frame column -> DataFrame(concurrency, low, high); the
+    # figures draw them as bands around the mean (`frame` then holds the per-repeat means).
+    bands: dict[str, pd.DataFrame] = field(default_factory=dict, repr=False)
 
     @classmethod
     def from_doc(cls, doc: ResultsDoc, hardware: str, simulated: bool) -> Run:
@@ -102,6 +107,28 @@ class Run:
             image=image_short(doc),
         )
 
+    @classmethod
+    def from_repeats(cls, docs: Sequence[ResultsDoc], hardware: str, simulated: bool) -> Run:
+        """A `--repeats N` run: per concurrency the mean of every numeric column over the
+        repeats, and for the drawn figures the 95 % interval (bench.repeats.mean_ci)."""
+        from bench.repeats import mean_ci  # bench.repeats imports the sweep (aiohttp): only here
+
+        first = cls.from_doc(docs[0], hardware, simulated)
+        every = pd.concat([points_frame(d) for d in docs], ignore_index=True)
+        means = every.select_dtypes("number").groupby("concurrency").mean()
+        frame = first.frame.set_index("concurrency").reindex(means.index)
+        frame[list(means.columns)] = means
+        bands = {}
+        for col in BAND_COLUMNS:
+            rows = []
+            for c, vals in every.groupby("concurrency")[col]:
+                ci = mean_ci([float(v) for v in vals if v is not None and v == v])
+                rows.append({"concurrency": c, "low": ci["ci_low"], "high": ci["ci_high"]})
+            band = pd.DataFrame(rows, columns=["concurrency", "low", "high"]).dropna()
+            if len(band):
+                bands[col] = band
+        return dataclasses.replace(first, frame=frame.reset_index(), repeats=len(docs), bands=bands)
+
     def has(self, column: str) -> bool:
         return bool(self.frame[column].notna().any())
 
@@ -110,6 +137,22 @@ def workload(settings: dict[str, Any]) -> str:
     """'1024 in / 512 out tokens, chat API, temperature 0' from results.json settings."""
     return (f"{settings.get('input_len', '?')} in / {settings.get('output_len', '?')} out tokens per "
             f"request, {settings.get('api', '?')} API, temperature {settings.get('temperature', 0)}")
+
+
+# The columns a repeated run's figures draw with their 95 % interval as a band.
+BAND_COLUMNS = ("output_tok_s", "decode_tok_s_p50", "e2e_tok_s_p50", "ttft_p50_ms", "ttft_p99_ms")
+# What each axes drew as bands, for the SVG's description (a filled polygon does not say it).
+_BANDS: weakref.WeakKeyDictionary[Axes, list[dict[str, list[float]]]] = weakref.WeakKeyDictionary()
+
+
+def _band(ax: Axes, r: Run, column: str, color: str) -> None:
+    """Shade the 95 % interval of `column` around its line, when `r` is a repeated run."""
+    band = r.bands.get(column)
+    if band is None:
+        return
+    x, low, high = (band[k].astype(float).tolist() for k in ("concurrency", "low", "high"))
+    ax.fill_between(x, low, high, color=color, alpha=0.18, linewidth=0)
+    _BANDS.setdefault(ax, []).append({"x": x, "low": low, "high": high})
 
 
 CAPTION_CHARS = 112  # what fits across 8 in at the caption's 9 pt
@@ -244,7 +287,9 @@ def _against_concurrency(runs: Sequence[Run], title: str, solid: str,
     fig, (ax,) = _figure(runs, _title(runs, title))
     for i, r in enumerate(runs):
         ax.plot(r.frame["concurrency"], r.frame[solid], marker="o", color=_color(i))
+        _band(ax, r, solid, _color(i))
         if dashed is not None:
+            _band(ax, r, dashed, _color(i))
             ax.plot(r.frame["concurrency"], r.frame[dashed], marker="s", linestyle="--",
                     color=_color(i), alpha=0.75)
     _concurrency_axis(ax, runs)
@@ -402,16 +447,18 @@ FIGURES: dict[str, Callable[[Sequence[Run]], Figure | None]] = {
 
 
 def drawn_series(fig: Figure) -> list[dict[str, list[Any]]]:
-    """Per axes, the data each line draws ({"x": [...], "y": [...]}) and each bar ([x centre,
-    bottom, height]), in data units, NaN as None: saved in the SVG's description so anyone (the
-    tests too) can check that a figure shows the numbers it claims to."""
+    """Per axes, the data each line draws ({"x": [...], "y": [...]}), each bar ([x centre,
+    bottom, height]) and each 95 % band ({"x", "low", "high"}), in data units, NaN as None:
+    saved in the SVG's description so anyone (the tests too) can check that a figure shows the
+    numbers it claims to."""
 
     def nums(values: Any) -> list[float | None]:
         return [None if math.isnan(v) else v for v in np.asarray(values, dtype=float).tolist()]
 
     return [{"lines": [{"x": nums(line.get_xdata()), "y": nums(line.get_ydata())} for line in ax.lines],
              "bars": [nums([b.get_x() + b.get_width() / 2, b.get_y(), b.get_height()])
-                      for b in ax.patches if isinstance(b, Rectangle)]}
+                      for b in ax.patches if isinstance(b, Rectangle)],
+             "bands": [{k: nums(v) for k, v in b.items()} for b in _BANDS.get(ax, [])]}
             for ax in fig.axes]
 
 

@@ -142,16 +142,18 @@ def repeats_table(rows: Sequence[dict[str, Any]]) -> str:
 
 
 def run_cli(make_config: Any, n: int, progress: bool = True) -> int:
-    """`python -m bench --repeats N`: run, print the ± table, write repeats.json and table.md
-    (mean ± 95 % CI per cell, bench/repeatstable.py); exit code."""
+    """`python -m bench --repeats N`: run, print the ± table, write repeats.json, table.md
+    (mean ± 95 % CI per cell), reproduce.md and the figures with 95 % bands
+    (bench/repeatstable.py); exit code."""
     from bench.cli import attempt
     got = attempt(make_config, lambda cfg: run_repeats(cfg, n, progress),
                   "finished repeats are kept under repeats/")
     if isinstance(got, int):
         return got
     cfg, docs = got
-    from bench.repeatstable import write_table  # it imports bench.report, which this must not
+    from bench.repeatstable import render_repeats  # it imports bench.report, which this must not
     print(repeats_table(summarize_repeats(docs)))
     print(f"repeats: {write_summary(cfg, docs)}")
-    print(f"table: {write_table(cfg.folder, 'hardware not recorded')}")
+    rendered = render_repeats(cfg.folder, "hardware not recorded")
+    print(f"table: {rendered.table}; figures with 95 % bands (PNG, SVG) and reproduce.md beside it")
     return 0

@@ -8,7 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 
-from bench import report
+from bench import plots, report
 from bench.repeats import load_repeats, mean_ci
 from bench.shapes import ResultsDoc
 
@@ -56,3 +56,23 @@ def write_table(folder: str | Path, hardware: str) -> Path:
     out = Path(folder) / report.TABLE_FILE
     out.write_text(repeats_markdown(load_repeats(folder), hardware))
     return out
+
+
+def repeats_view(folder: str | Path, hardware: str) -> plots.Run:
+    """The figures' view of a repeated run: means, with 95 % bands (`plots.Run.from_repeats`)."""
+    docs = load_repeats(folder)
+    simulated = report.is_simulated(docs[0])
+    return plots.Run.from_repeats(docs, report.SIM_HARDWARE if simulated else hardware, simulated)
+
+
+def render_repeats(folder: str | Path, hardware: str) -> report.Rendered:
+    """table.md (mean ± CI), reproduce.md (one section per repeat) and the figures with their
+    95 % bands, into the run's folder."""
+    out = Path(folder)
+    run = repeats_view(out, hardware)
+    rendered = report.render_runs([run], out)
+    rendered.markdown = repeats_markdown(load_repeats(out), hardware)
+    rendered.table.write_text(rendered.markdown)
+    from bench.reproduce import write_reproduce
+    write_reproduce(load_repeats(out), out)
+    return rendered

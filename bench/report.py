@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import re
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -145,8 +145,13 @@ def plan(model: str, base_url: str | None = FROM_CONFIG, concurrency: Any = None
                   requests=requests or b.requests_per_point, api=b.api)
 
 
-def measure(target: Target, rerun: bool = False) -> ResultsDoc:
-    """Run the sweep (resuming unless `rerun`); the demo always measures afresh on a new endpoint."""
+def measure(target: Target, rerun: bool = False,
+            gather: Callable[[], dict[str, Any]] | None = None) -> ResultsDoc:
+    """Run the sweep (resuming unless `rerun`); the demo always measures afresh on a new endpoint.
+
+    `gather` returns the provenance card's cluster facts (the notebook hands in
+    `cluster.provenance.gather_for`; bench/ opens no SSH): called before the first point and
+    again after the last, as `inv bench` does. Not used for the simulated endpoint."""
     from bench.sim import BackgroundSim, SimConfig
     from bench.sweep import run_sweep
 
@@ -155,7 +160,11 @@ def measure(target: Target, rerun: bool = False) -> ResultsDoc:
             return run_sweep(target.sweep_config(sim.base_url, rerun=True), progress=False)
     if target.base_url is None:
         raise ValueError(f"{target.label}: planned for loading only (run=False); nothing to measure")
-    return run_sweep(target.sweep_config(target.base_url, rerun), progress=False)
+    cfg = target.sweep_config(target.base_url, rerun)
+    if gather is not None:
+        cfg.cluster_facts = gather()
+        cfg.hooks.regather = gather
+    return run_sweep(cfg, progress=False)
 
 
 def load(folder: str | Path) -> ResultsDoc:
@@ -194,16 +203,22 @@ def _needs(settings: ClusterConfig | None) -> ClusterConfig:
 
 def load_runs(names: str | Sequence[str], results_dir: str | Path = "results",
               settings: ClusterConfig | None = None) -> list[plots.Run]:
-    """Load `results_dir/<name>/results.json` for each name (comma list or sequence)."""
+    """Load `results_dir/<name>/results.json` for each name (comma list or sequence); a folder
+    holding only `repeats/` (`--repeats N`) loads as its repeats' means with 95 % bands."""
     wanted = [n.strip() for n in names.split(",")] if isinstance(names, str) else list(names)
     wanted = [n for n in wanted if n]
     if len(wanted) < 2:
         raise ValueError(f"compare needs two or more result folders, got {wanted}")
-    docs = [load(Path(results_dir) / n) for n in wanted]
+    folders = [Path(results_dir) / n for n in wanted]
+    repeated = [not (f / "results.json").exists() and (f / "repeats").is_dir() for f in folders]
+    from bench.repeats import load_repeats
+    docs = [load_repeats(f)[0] if rep else load(f) for f, rep in zip(folders, repeated, strict=True)]
     hardware = SIM_HARDWARE
     if not all(is_simulated(d) for d in docs):
         hardware = _needs(settings).hardware_label
-    runs = [run_view(d, hardware) for d in docs]
+    from bench.repeatstable import repeats_view  # a `--repeats N` run: means with 95 % bands
+    runs = [repeats_view(f, hardware) if rep else run_view(d, hardware)
+            for f, rep, d in zip(folders, repeated, docs, strict=True)]
     short = [r.name for r in runs]
     if len(set(short)) < len(short):
         runs = [dataclasses.replace(r, name=f"{n} ({r.name})") for n, r in zip(wanted, runs, strict=True)]

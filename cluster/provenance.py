@@ -13,6 +13,7 @@ import json
 import shlex
 from typing import Any
 
+from . import weightsmanifest
 from .config import ModelSpec, Node
 from .facts import normalize_id
 from .images.verify import read_record
@@ -125,9 +126,18 @@ def container_command(cluster: Cluster) -> dict[str, Any] | None:
             "cmd": cmd, "serve": serve.stdout.strip() or None if serve.ok else None}
 
 
-def weights_facts(spec: ModelSpec) -> dict[str, Any]:
-    """The model; `inv verify-weights` records no manifest digest today, so `digest` is None."""
-    return {"hf_id": spec.hf_id, "served_name": spec.served_name, "digest": None, "revision": None}
+def weights_facts(cluster: Cluster, spec: ModelSpec) -> dict[str, Any]:
+    """The model and the staged copy as the last `inv verify-weights` recorded it on the head:
+    the head's manifest digest, every node's, and whether they differ (cluster/weightsmanifest.py);
+    digest None when verify-weights never ran for this model."""
+    rec = weightsmanifest.read(cluster, spec)
+    nodes: dict[str, Any] = rec["nodes"] if rec and isinstance(rec.get("nodes"), dict) else {}
+    digests = {n: v.get("digest") for n, v in nodes.items() if isinstance(v, dict)}
+    head = digests.get(cluster.head.name) or next(iter(digests.values()), None)
+    return {"hf_id": spec.hf_id, "served_name": spec.served_name, "digest": head,
+            "revision": rec.get("revision") if rec else None, "node_digests": digests or None,
+            "digests_differ": len(set(digests.values())) > 1 if digests else None,
+            "verified_at": rec.get("verified_at") if rec else None}
 
 
 def gather(cluster: Cluster, spec: ModelSpec) -> dict[str, Any]:
@@ -149,4 +159,11 @@ def gather(cluster: Cluster, spec: ModelSpec) -> dict[str, Any]:
     line = None if container is None else container["serve"] or shlex.join(container["pid1"])
     return {"nodes": nodes, "launcher": launcher_facts(cluster), "recipe": recipe_facts(cluster, spec),
             "command_line": line, "container_command": container, "mods": list(spec.mods),
-            "weights": weights_facts(spec), "model": spec.name}
+            "weights": weights_facts(cluster, spec), "model": spec.name}
+
+
+def gather_for(settings: Any, name: str) -> dict[str, Any]:
+    """`gather` over a connection of its own, for a caller that holds none (bench.ipynb under
+    `inv report`: called before the first point and again after the last)."""
+    with Cluster(settings) as cl:
+        return gather(cl, settings.model(name))

@@ -16,6 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from . import weightsmanifest
 from .config import ModelSpec, Node
 from .errors import ClusterError
 from .facts import GIB
@@ -122,8 +123,10 @@ def _sha256(path: Path) -> str:
 
 
 def verify(cluster: Cluster, spec: ModelSpec, source: Listing, sums: dict[str, str],
-           nodes: Iterable[Node]) -> dict[str, list[str]]:
-    """Per node, the files that do not match the source (size, or checksum of the small ones)."""
+           nodes: Iterable[Node], manifests: dict[str, dict[str, object]] | None = None) -> dict[str, list[str]]:
+    """Per node, the files that do not match the source (size, or checksum of the small ones).
+    `manifests`, when given, gets each node's copy as checked: digest, files, bytes
+    (cluster/weightsmanifest.py)."""
     nodes = list(nodes)
     path = model_dir(cluster.settings.model_root, spec)
     listings = remote_listings(cluster, spec, nodes)
@@ -134,10 +137,16 @@ def verify(cluster: Cluster, spec: ModelSpec, source: Listing, sums: dict[str, s
                         timeout=600),
     )
     for name, r in results.items():
+        found: dict[str, str] = {}
         for line in r.stdout.splitlines():
             digest, _, rel = line.partition("  ")
+            found[rel] = digest
             if rel in sums and sums[rel] != digest:
                 bad[name].append(rel)
+        if manifests is not None:
+            lst = listings[name] or {}  # None: the model's folder is absent there
+            manifests[name] = {"digest": weightsmanifest.digest(lst, {k: v for k, v in found.items() if k in sums}),
+                               "files": len(lst), "bytes": sum(lst.values())}
     return {name: sorted(set(files)) for name, files in bad.items() if files}
 
 
@@ -281,11 +290,17 @@ def describe_bad(spec: ModelSpec, bad: dict[str, list[str]]) -> str:
 
 
 def verify_only(cluster: Cluster, spec: ModelSpec) -> dict[str, list[str]]:
-    """Compare every node with the control's copy (or the head's when the control has none)."""
+    """Compare every node with the control's copy (or the head's when the control has none);
+    record each node's manifest digest on the head (cluster/weightsmanifest.py)."""
     hop = "all" if source_dir(cluster, spec).is_dir() else "head-workers"
     p = plan(cluster, spec, hop)
     nodes = list(cluster.nodes) if hop == "all" else list(cluster.workers)
-    return verify(cluster, spec, p.source, p.sums, nodes)
+    manifests: dict[str, dict[str, object]] = {}
+    bad = verify(cluster, spec, p.source, p.sums, nodes, manifests)
+    for name in manifests:
+        manifests[name]["matches_source"] = name not in bad
+    weightsmanifest.record(cluster, spec, manifests)
+    return bad
 
 
 # -- what is where, and clearing ------------------------------------------------------------

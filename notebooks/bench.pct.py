@@ -34,13 +34,20 @@ results_dir = "results"  # results/<model>/ gets results.json, table.md and the 
 config_file = None  # an Invoke config file, as `inv -f FILE` takes; None: invoke.yaml, ~/.invoke.yaml, INVOKE_*
 
 # %%
+settings = load_config(config_file)
 target = report.plan(model, base_url=base_url, concurrency=concurrency, input_len=input_len,
                      output_len=output_len, requests=requests, results_dir=results_dir, run=run,
-                     settings=load_config(config_file))
+                     settings=settings)
 print(target.describe())
 
 # %%
-doc = report.measure(target, rerun=rerun) if run else report.load(target.folder)
+# The provenance card's cluster facts (image IDs, verified versions, launcher, recipe, the head
+# container's command line, weights), read over SSH before the first point and after the last.
+from cluster.provenance import gather_for  # noqa: E402
+
+on_cluster = not target.simulated and target.label in settings.models and target.base_url == settings.api_url
+gather = (lambda: gather_for(settings, target.label)) if on_cluster else None
+doc = report.measure(target, rerun=rerun, gather=gather) if run else report.load(target.folder)
 
 # %%
 rendered = report.render(doc, target.folder, target.hardware)

@@ -99,8 +99,11 @@ def test_parameters_cell_holds_plain_literals_and_the_rest_is_thin(path: Path) -
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code" and c is not tagged[0])
     tree = ast.parse(code)
     imports = [n for n in ast.walk(tree) if isinstance(n, ast.Import | ast.ImportFrom)]
-    allowed = {"bench", "cluster.config"}  # the harness, and the config loader (no SSH) that hands it settings
-    assert all(isinstance(n, ast.ImportFrom) and n.module in allowed for n in imports), "import only from bench, cluster.config"
+    # the harness, the config loader (no SSH) that hands it settings, and the provenance card's
+    # cluster facts (SSH, handed to bench as a callable; bench/ itself stays SSH-free)
+    allowed = {"bench", "cluster.config", "cluster.provenance"}
+    assert all(isinstance(n, ast.ImportFrom) and n.module in allowed for n in imports), \
+        "import only from bench, cluster.config, cluster.provenance"
     assert not [n for n in ast.walk(tree) if isinstance(n, ast.FunctionDef | ast.ClassDef | ast.For | ast.While)]
 
 
@@ -214,3 +217,39 @@ def test_inv_report_load_only_compare_and_refusals(tmp_path: Path) -> None:
     assert refused.returncode == 2 and "placeholders" in refused.stderr
     unknown = inv("-f", str(rig), "report", "--model", "llama", "--load-only", results_dir=tmp_path)
     assert unknown.returncode == 2 and "unknown model 'llama'" in unknown.stderr
+
+
+def test_inv_report_compare_of_two_repeated_runs_gives_ratios_and_bands(tmp_path: Path) -> None:
+    """`inv report --compare a,b` (compare.ipynb under papermill) on two `--repeats 3` runs whose
+    decode steps differ by 20 %: ratios.md as bench.compare computes it from the repeats, and
+    each run's throughput drawn as its mean with the 95 % band of its repeats."""
+    from bench.compare import ratios_markdown
+    from bench.repeats import load_repeats, run_repeats
+    from bench.sim import BackgroundSim
+    from bench.sweep import SweepConfig
+
+    for label, step in (("a", 0.010), ("b", 0.012)):
+        with BackgroundSim(SimConfig(model=label, decode_base_s=step, decode_per_seq_s=0.0)) as sim:
+            run_repeats(SweepConfig(base_url=sim.base_url, model=label, label=label, results_dir=tmp_path,
+                                    concurrency=[1, 2], input_len=8, output_len=8, requests_per_point=3),
+                        3, progress=False)
+    assert not (tmp_path / "a" / "results.json").exists()  # a repeated run: only repeats/r<i>/
+    rig = tmp_path / "rig.yaml"
+    rig.write_text('cluster:\n  head: {name: head, mgmt: "<head-node>", fabric: "<head-fabric-ip>"}\n')
+    done = inv("-f", str(rig), "report", "--compare", "a,b", results_dir=tmp_path)
+    assert done.returncode == 0, done.stderr
+    out = tmp_path / "compare"
+    want = ratios_markdown("a", "b", load_repeats(tmp_path / "a"), load_repeats(tmp_path / "b"))
+    assert (out / "ratios.md").read_text() == want
+    (ax,) = drawn_svg(out / "throughput.svg")
+    assert len(ax["bands"]) == 2 and all(b["x"] == [1.0, 2.0] for b in ax["bands"]), ax["bands"]
+    for band, line in zip(ax["bands"], ax["lines"], strict=True):
+        assert all(lo < y < hi for lo, y, hi in zip(band["low"], line["y"], band["high"], strict=True))
+    assert "repeats 3" in svg_texts(out / "throughput.svg")
+
+
+def drawn_svg(svg: Path) -> list[dict[str, Any]]:
+    import html
+    import re
+    found = re.findall(r"<dc:description>(.*?)</dc:description>", svg.read_text(), flags=re.S)
+    return list(json.loads(html.unescape(found[0]))["drawn"])

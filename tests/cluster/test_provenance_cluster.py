@@ -1,12 +1,14 @@
 """The provenance card's cluster facts on the simulated cluster (cluster/provenance.py): a sweep
 against the stand-in launcher's head records every node's real image ID, the versions `inv verify`
-recorded for it and the command line the head's container runs, and `inv bench` does the same;
+recorded for it and the command line the head's container runs, and `inv bench` and `inv report`
+do the same;
 a recipe edited during a sweep is caught by the post-check on the points it touched; after the
 image changes under the same tag (and the model is relaunched), resuming refuses, naming it."""
 
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import importlib.util
 import json
 import shlex
@@ -25,6 +27,7 @@ from bench.sweep import SweepConfig, arun_sweep
 from cluster import config
 from cluster import provenance as cluster_provenance
 from cluster.facts import normalize_id
+from cluster.listing import model_dir
 from cluster.remote import Cluster
 from testbeds.checks import skip_or_fail
 from testbeds.clustertool import inv, make_model, procs_on, tool_config
@@ -48,8 +51,10 @@ def head_script() -> str:
 @pytest.fixture
 def lab(simcluster: Any, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
     sim = simcluster
-    cfg = tool_config(sim, tmp_path)
-    make_model(tmp_path / "workspace", HF["nemotron"], files=5, big=(100_000,))
+    cfg = tool_config(sim, tmp_path, bench={"concurrency": [1], "input_len": 8, "output_len": 8,
+                                            "requests_per_point": 2})
+    source = make_model(tmp_path / "workspace", HF["nemotron"], files=5, big=(100_000,))
+    (tmp_path / "source").symlink_to(source)
     try:
         harness.node_python()
     except harness.NoNodePython as e:
@@ -59,7 +64,8 @@ def lab(simcluster: Any, tmp_path: Path) -> Iterator[tuple[Any, Path]]:
         sim.distribute_test_image(IMAGE)
         install_repo(sim)
         set_recipe(sim, "nemotron", load_delay=0.5)
-        for args in (("stage", "--model", "nemotron"), ("verify", "--image", IMAGE, "--node", "all"),
+        for args in (("stage", "--model", "nemotron"), ("verify-weights", "--model", "nemotron"),
+                     ("verify", "--image", IMAGE, "--node", "all"),
                      ("launch", "--model", "nemotron", "--timeout", "2")):
             r = inv(cfg, *args)
             assert r.returncode == 0, r.stdout + r.stderr
@@ -123,6 +129,15 @@ def test_card_holds_real_image_ids_verified_versions_and_command_line_then_refus
     assert card["launcher"]["path"] == harness.REPO and card["launcher"]["git"] is True
     assert card["launcher"]["commit"] == head_commit
     assert card["mods"] == list(settings.model("nemotron").mods)
+    # the staged copy: the manifest digest verify-weights recorded, the same on every node, and
+    # equal to the source's files, sizes and sha256 (every file here is small enough to be hashed)
+    src = tmp_path / "source"
+    rows = sorted([str(f.relative_to(src)), f.stat().st_size, hashlib.sha256(f.read_bytes()).hexdigest()]
+                  for f in src.rglob("*") if f.is_file())
+    copy_digest = "sha256:" + hashlib.sha256(json.dumps(rows, separators=(",", ":")).encode()).hexdigest()
+    w = card["weights"]
+    assert w["digest"] == copy_digest and w["node_digests"] == {n: copy_digest for n in sim.node_names}, w
+    assert w["digests_differ"] is False and w["hf_id"] == HF["nemotron"] and w["verified_at"], w
     text = reproduce_markdown(doc)  # the post's section shows these very facts
     assert f"| head | {IMAGE}:latest | {normalize_id(ids['head'])} | torch 2.11.0+cu130, CUDA 13.0, vllm " in text
     assert card["command_line"] in text and recipe["sha256"] in text
@@ -142,6 +157,17 @@ def test_card_holds_real_image_ids_verified_versions_and_command_line_then_refus
     assert [n["image_id"] for n in got["nodes"]] == [n["image_id"] for n in card["nodes"]]
     assert got["command_line"] == card["command_line"] and got["recipe"] == card["recipe"]
     assert [n["driver"] for n in got["nodes"]] == ["580.159.04"] * len(sim.node_names)
+
+    # `inv report` (bench.ipynb under papermill) gathers them too, before and after its sweep
+    shutil.rmtree(folder / "nemotron")
+    r = inv(cfg, "report", "--model", "nemotron", timeout=400)
+    assert r.returncode == 0, r.stdout + r.stderr
+    by_report = json.loads((folder / "nemotron" / "results.json").read_text())
+    rep = by_report["provenance"]
+    assert rep["source"] == "cluster" and rep["unknown"] == [] and "provenance_changed" not in by_report
+    assert [n["image_id"] for n in rep["nodes"]] == [n["image_id"] for n in card["nodes"]]
+    assert rep["command_line"] == card["command_line"] and rep["recipe"] == card["recipe"]
+    assert [n["image_id"] for n in rep["nodes"]][0][7:19] in (folder / "nemotron" / "reproduce.md").read_text()
 
     # a recipe edited during a sweep: the facts read after the last point differ, said on the point
     before = card["recipe"]["sha256"]
@@ -166,3 +192,16 @@ def test_card_holds_real_image_ids_verified_versions_and_command_line_then_refus
         sweep(settings, folder, [1, 2])
     stored = json.loads((folder / "prov" / "results.json").read_text())
     assert [p["concurrency"] for p in stored["points"]] == [1]  # nothing appended
+
+    # one worker's copy altered in place (same size): verify-weights fails naming it, and the
+    # card reports that the nodes' copies differ
+    worker = sim.workers[0]
+    rel = "config-1.json"
+    path = f"{model_dir(settings.model_root, settings.model('nemotron'))}/{rel}"
+    sim.node_run(worker, f"printf '{{\"i\": 9}}\\n' > {shlex.quote(path)}", check=True)
+    r = inv(cfg, "verify-weights", "--model", "nemotron")
+    assert r.returncode == 1 and worker in r.stdout + r.stderr and rel in r.stdout + r.stderr, r.stdout + r.stderr
+    with Cluster(settings) as cl:
+        w = cluster_provenance.gather(cl, settings.model("nemotron"))["weights"]
+    assert w["digests_differ"] is True and w["digest"] == copy_digest, w
+    assert w["node_digests"][worker] != copy_digest and w["node_digests"]["head"] == copy_digest, w
