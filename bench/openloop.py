@@ -20,7 +20,8 @@ A rate run is a results folder of its own (`settings.mode = "rate"`); its points
 in requests.jsonl carry `request_rate`, `t_scheduled_s` and `send_lateness_ms`.
 
 The max-rate search (`RateLoad.search`): a rate "meets the SLOs" when its `goodput_frac` is at
-least `goodput_target` and its sends were not late. Start from the swept rates: the bracket is
+least `goodput_target` (a point whose sends were late is marked, and listed with the answer,
+not failed). Start from the swept rates: the bracket is
 (highest rate that met, lowest higher rate that did not); with no failing rate the upper end
 doubles, with no passing rate the lower end halves; then bisect. It stops after
 `search_probes` probes, or when the bracket's width is at most `search_tolerance` of its lower
@@ -258,9 +259,10 @@ async def run_rate_point(cfg: SweepConfig, load: RateLoad, rate: float, words: i
 
 
 def meets(point: PointSummary, load: RateLoad) -> bool:
-    """The point met the SLOs: enough requests within them, and the client kept its schedule."""
+    """The point met the SLOs: at least `goodput_target` of its requests were within them. (A
+    point whose sends ran late is marked, not failed: the search's answer names late points.)"""
     frac = point.get("goodput_frac")
-    return frac is not None and frac >= load.goodput_target and not point.get("send_late", False)
+    return frac is not None and frac >= load.goodput_target
 
 
 # -- the max-rate search -----------------------------------------------------------------------
@@ -406,8 +408,10 @@ async def _search(doc: ResultsDoc, load: RateLoad, measure: Any, path: Path) -> 
         point = await measure(rate, probe=True)
         seen[rate] = meets(point, load)
     lo, hi = bracket(seen)
+    late = sorted(p["request_rate"] for p in doc["points"] if p.get("send_late"))
     doc["max_rate_search"] = {  # type: ignore[typeddict-unknown-key]
         "max_rate": lo, "bracket": [lo, hi], "probes": probes, "stopped": stopped,
+        "late_points": late,
         "goodput_target": load.goodput_target, "tolerance": load.search_tolerance,
         "max_probes": load.search_probes,
     }
