@@ -210,6 +210,9 @@ def summary_table(doc: ResultsDoc) -> str:
         "tpot_p50_ms": "TPOT p50", "itl_p50_ms": "ITL p50", "itl_p99_ms": "ITL p99",
         "decode_tok_s_p50": "tok/s/user", "acceptance_length": "accept len",
     }
+    if df["ttfr_p50_ms"].notna().any():  # a reasoning model (bench/reasoning.py)
+        cols.update({"ttfr_p50_ms": "TTFR p50", "ttfa_p50_ms": "TTFA p50",
+                     "reasoning_tokens_mean": "reasoning tok", "answer_tokens_mean": "answer tok"})
     shown = df[list(cols)].rename(columns=cols).astype(object)
     return tabulate(shown, headers="keys", tablefmt="github", floatfmt=".1f", showindex=False,
                     missingval="-")

@@ -222,10 +222,15 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("TPOT p50 (ms)", "tpot_p50_ms", 2),
     ("ITL p99 (ms)", "itl_p99_ms", 2),
     ("Accept. length", "acceptance_length", 2),
+    ("TTFR p50 (ms)", "ttfr_p50_ms", 1),
+    ("TTFA p50 (ms)", "ttfa_p50_ms", 1),
+    ("Reasoning tok", "reasoning_tokens_mean", 1),
+    ("Answer tok", "answer_tokens_mean", 1),
     ("J / output token", "joules_per_token", 2),
     ("Tok/s per W", "tokens_per_s_per_watt", 3),
 )
-OPTIONAL_COLUMNS = ("acceptance_length", "joules_per_token", "tokens_per_s_per_watt")  # shown when measured
+OPTIONAL_COLUMNS = ("acceptance_length", "joules_per_token", "tokens_per_s_per_watt",
+                    "ttfr_p50_ms", "ttfa_p50_ms", "reasoning_tokens_mean", "answer_tokens_mean")  # shown when measured
 NODE_FLAG_MARK = "\u2021"
 
 
@@ -255,6 +260,8 @@ DEFINITIONS = {
     "TPOT p50 (ms)": "TPOT: (last \u2212 first token) / (N \u2212 1).",
     "ITL p99 (ms)": "ITL: gaps between tokens (a chunk of k tokens gives k gaps of 1/k of its gap).",
     "Accept. length": "Accept. length: 1 + accepted / drafts (MTP, from the server's counters).",
+    "TTFR p50 (ms)": "TTFR / TTFA: request sent to the first reasoning / first answer token.",
+    "Reasoning tok": "Reasoning / Answer tok: mean tokens of each kind per request.",
     "J / output token": "J / output token: GPU energy of all nodes over the point (nvidia-smi power.draw, "
                         "trapezoid rule) / output tokens of all its requests.",
     "Tok/s per W": "Tok/s per W: output tokens / joules.",
