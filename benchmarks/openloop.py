@@ -127,7 +127,7 @@ def run_ours(base: str, rate: float, tmp: Path) -> dict[str, Any]:
             "achieved": p["achieved_rate"], "late_p50": lat["p50"], "late_p99": lat["p99"],
             "late_max": lat["max"], "rel_p50": _pct(rel, 50), "rel_p99": _pct(rel, 99),
             "ttft_p50": p["ttft_ms"]["p50"], "tpot_p50": p["tpot_ms"]["p50"],
-            "cpu_pct": (p.get("client") or {}).get("cpu_pct")}
+            "cpu_pct": p["client"]["cpu_pct"] if "client" in p else None}
 
 
 def peer_available() -> str | None:
