@@ -21,8 +21,10 @@ from typing import TypeVar
 
 from tabulate import tabulate
 
-from bench import client
+from bench import arrivals, client
 from bench.errors import BenchError
+from bench.openloop import RateLoad, arun_rate_sweep
+from bench.ratetable import rate_table
 from bench.results import points_frame
 from bench.shapes import ResultsDoc
 from bench.sim import SimConfig, SimServer
@@ -81,6 +83,21 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--demo", action="store_true",
                    help="run against the embedded simulated endpoint (same as --model demo)")
     p.add_argument("--no-progress", action="store_true", help="no progress bars")
+    # -- open loop (bench/openloop.py) --
+    p.add_argument("--request-rate", default=_env("REQUEST_RATE"),
+                   help="open loop: comma list of arrival rates in requests/s, e.g. 1,2,4 "
+                        "(instead of --concurrency) [GX10_BENCH_REQUEST_RATE]")
+    p.add_argument("--burstiness", default=_env("BURSTINESS", "1"),
+                   help="open loop: gamma shape of the gaps; 1 = Poisson, <1 burstier, inf = even "
+                        "[GX10_BENCH_BURSTINESS]")
+    p.add_argument("--goodput", default=_env("GOODPUT"),
+                   help="SLOs for goodput, like vllm bench serve: ttft:500,tpot:50 (ms; also "
+                        "500ms, 0.5s; keys ttft tpot e2el) [GX10_BENCH_GOODPUT]")
+    p.add_argument("--goodput-target", type=float, default=0.95,
+                   help="open loop: a rate meets the SLOs when this fraction of requests does")
+    p.add_argument("--find-max-rate", action="store_true",
+                   help="open loop: then bisect for the highest rate meeting the SLOs")
+    p.add_argument("--search-probes", type=int, default=6, help="max-rate search: most probes")
     p.add_argument("--repeats", type=int, default=1,
                    help="measure each point N times, interleaved (N sweeps under <label>/"
                         "repeats/); prints mean ± 95%% CI and writes repeats.json")
@@ -123,8 +140,41 @@ def concurrency_list(text: str) -> list[int]:
         raise BenchError(str(exc)) from None
 
 
+def rate_load(args: argparse.Namespace) -> RateLoad | None:
+    """The open-loop settings from the flags (None: closed loop); UsageError when malformed."""
+    if args.request_rate in (None, ""):
+        if args.find_max_rate:
+            raise UsageError("--find-max-rate needs --request-rate (the rates to start from)")
+        return None
+    try:
+        load = RateLoad(rates=arrivals.parse_rates(args.request_rate),
+                        burstiness=arrivals.parse_burstiness(args.burstiness),
+                        goodput_target=args.goodput_target, search=args.find_max_rate,
+                        search_probes=args.search_probes)
+        load.validate()
+    except ValueError as exc:
+        raise UsageError(f"argument --request-rate/--burstiness: {exc}") from None
+    except BenchError as exc:
+        raise UsageError(str(exc)) from None
+    if args.find_max_rate and not args.goodput and args.slo_ttft_ms is None \
+            and args.slo_tpot_ms is None:
+        raise UsageError("--find-max-rate needs SLOs: --goodput ttft:500,tpot:50")
+    return load
+
+
+def goodput_slos(args: argparse.Namespace) -> dict[str, float]:
+    """--goodput parsed (ms per key); --slo-ttft-ms / --slo-tpot-ms still work."""
+    if args.goodput in (None, ""):
+        return {}
+    try:
+        return arrivals.parse_goodput(args.goodput)
+    except ValueError as exc:
+        raise UsageError(f"argument --goodput: {exc}") from None
+
+
 def config_from_args(args: argparse.Namespace, demo: bool) -> SweepConfig:
     """Turn parsed arguments (+ environment) into a SweepConfig; BenchError when unusable."""
+    slos = goodput_slos(args)
     conc = concurrency_list(args.concurrency or (DEMO_CONCURRENCY if demo else "1,2,4,8"))
     if not demo and not args.base_url:
         raise BenchError("no server URL: pass --base-url (or GX10_BENCH_URL), or --demo")
@@ -142,8 +192,9 @@ def config_from_args(args: argparse.Namespace, demo: bool) -> SweepConfig:
         api=args.api,
         results_dir=args.results_dir,
         rerun=args.rerun,
-        slo_ttft_ms=args.slo_ttft_ms,
-        slo_tpot_ms=args.slo_tpot_ms,
+        slo_ttft_ms=slos.get("ttft", args.slo_ttft_ms),
+        slo_tpot_ms=slos.get("tpot", args.slo_tpot_ms),
+        slo_e2el_ms=slos.get("e2el"),
         timeouts=client.Timeouts(read_s=args.read_timeout),
         stall_s=args.stall_s or None,
     )
@@ -159,6 +210,9 @@ def summary_table(doc: ResultsDoc) -> str:
         "tpot_p50_ms": "TPOT p50", "itl_p50_ms": "ITL p50", "itl_p99_ms": "ITL p99",
         "decode_tok_s_p50": "tok/s/user", "acceptance_length": "accept len",
     }
+    if df["ttfr_p50_ms"].notna().any():  # a reasoning model (bench/reasoning.py)
+        cols.update({"ttfr_p50_ms": "TTFR p50", "ttfa_p50_ms": "TTFA p50",
+                     "reasoning_tokens_mean": "reasoning tok", "answer_tokens_mean": "answer tok"})
     shown = df[list(cols)].rename(columns=cols).astype(object)
     return tabulate(shown, headers="keys", tablefmt="github", floatfmt=".1f", showindex=False,
                     missingval="-")
@@ -213,9 +267,41 @@ def run(make_config: Callable[[], SweepConfig], demo: bool, progress: bool = Tru
     return 0
 
 
+def run_rate(args: argparse.Namespace, demo: bool, progress: bool) -> int:
+    """The open-loop sweep: check every flag first (exit 2 before anything is sent), run, print."""
+    try:
+        load = rate_load(args)
+        assert load is not None  # noqa: S101 - only called with --request-rate
+    except BenchError as exc:
+        print(f"bench: error: {exc}", file=sys.stderr)
+        return exc.exit_code
+
+    async def go(cfg: SweepConfig) -> ResultsDoc:
+        if not demo:
+            return await arun_rate_sweep(cfg, load, progress)
+        async with SimServer(DEMO_SIM) as sim:
+            cfg.base_url = sim.base_url
+            return await arun_rate_sweep(cfg, load, progress)
+
+    got = attempt(lambda: config_from_args(args, demo), lambda cfg: asyncio.run(go(cfg)),
+                  "finished points are kept in results.json")
+    if isinstance(got, int):
+        return got
+    cfg, doc = got
+    print(rate_table(doc))
+    search = doc.get("max_rate_search")
+    if isinstance(search, dict):
+        print(f"max rate meeting the SLOs: {search['max_rate']} req/s (bracket "
+              f"{search['bracket']}, {len(search['probes'])} probes; {search['stopped']})")
+    print(f"results: {cfg.folder / 'results.json'}")
+    return 0
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     demo = bool(args.demo or (args.model == DEMO_MODEL and not args.base_url))
+    if args.request_rate not in (None, ""):
+        return run_rate(args, demo, progress=not args.no_progress)
     if args.repeats != 1:
         from bench.repeats import run_cli
         if not demo:

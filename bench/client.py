@@ -105,32 +105,44 @@ class RequestResult:
     tokens_source: str | None = None
     timing_source: str = TIMING_READ
     t_last_read_ns: int | None = None  # newest read of any byte of the stream (stall watchdog)
+    t_scheduled_ns: int | None = None  # open loop: when the schedule said to send (bench.openloop)
+    # Reasoning models (docs/metrics.md, "Reasoning"): arrival of the first reasoning and first
+    # answer event, and the tokens of each kind (from the same per-chunk n_k as everything else).
+    chunk_kinds: list[str] = field(default_factory=list)  # per content chunk: "answer"/"reasoning"
+    t_first_reasoning_ns: int | None = None
+    t_first_answer_ns: int | None = None
 
 
 class _Malformed(Exception):
     """A stream event that is not what an OpenAI-compatible server sends."""
 
 
-def _content_of(obj: dict[str, Any]) -> tuple[bool, int | None]:
-    """(carries generated content?, len(token_ids) if given) for one parsed chunk."""
+REASONING = "reasoning"
+ANSWER = "answer"
+
+
+def _content_of(obj: dict[str, Any]) -> tuple[bool, int | None, bool]:
+    """(carries generated content?, len(token_ids) if given, only reasoning content?) for one
+    parsed chunk. vLLM's delta carries reasoning as `reasoning` (vllm/entrypoints/openai/engine/
+    protocol.py, DeltaMessage); older versions and other servers as `reasoning_content`."""
     choices = obj.get("choices")
     if not isinstance(choices, list):
         raise _Malformed("chunk has no choices list")
-    has = False
+    answer = reasoning = False
     ids: int | None = None
     for ch in choices:
         if not isinstance(ch, dict):
             raise _Malformed("choice is not an object")
         if ch.get("text"):
-            has = True
+            answer = True
         delta = ch.get("delta")
-        if isinstance(delta, dict) and (delta.get("content") or delta.get("reasoning_content")
-                                        or delta.get("reasoning")):
-            has = True
+        if isinstance(delta, dict):
+            answer = answer or bool(delta.get("content"))
+            reasoning = reasoning or bool(delta.get("reasoning_content") or delta.get("reasoning"))
         tid = ch.get("token_ids")
         if isinstance(tid, list):
             ids = (ids or 0) + len(tid)
-    return has, ids
+    return answer or reasoning, ids, reasoning and not answer
 
 
 async def send_request(session: aiohttp.ClientSession, base_url: str,
@@ -264,7 +276,7 @@ class EventParser:
                 raise _Malformed("event is not a JSON object")
             if "error" in obj and "choices" not in obj:
                 raise _Malformed(f"error event: {str(obj['error'])[:120]}")
-            has, ids = _content_of(obj)
+            has, ids, only_reasoning = _content_of(obj)
             usage = obj.get("usage")
             n_usage: int | None = None
             if isinstance(usage, dict) and usage.get("completion_tokens") is not None:
@@ -283,6 +295,14 @@ class EventParser:
                     res.t_first_read_ns = t_read
                     res.t_first_parse_ns = time.perf_counter_ns()
                 res.read_lag_ns.append(t_read - t)
+                if only_reasoning:
+                    res.chunk_kinds.append(REASONING)
+                    if res.t_first_reasoning_ns is None:
+                        res.t_first_reasoning_ns = t
+                else:
+                    res.chunk_kinds.append(ANSWER)
+                    if res.t_first_answer_ns is None:
+                        res.t_first_answer_ns = t
                 res.t_last_ns = t
                 res.chunk_t_ns.append(t)
                 if n_usage is not None:

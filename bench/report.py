@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bench import nodeplots, plots, reproduce
+from bench import export, nodeplots, plots, rateplots, reproduce
 from bench.configview import ClusterConfig
 from bench.hooks import TELEMETRY_FILE
 from bench.results import ResultsError, load_results
@@ -179,7 +179,8 @@ def load(folder: str | Path) -> ResultsDoc:
     if not doc["points"]:
         raise ResultsError(f"{path} has no finished points yet{hint}")
     for i, p in enumerate(doc["points"]):
-        if not isinstance(p, dict) or not isinstance(p.get("concurrency"), int) or p["concurrency"] < 1:
+        if not isinstance(p, dict) or not isinstance(p.get("concurrency"), int) or (
+                p["concurrency"] < 1 and p.get("mode") != "rate"):
             raise ResultsError(f"{path}: point {i} has no positive integer concurrency; the file is "
                                "damaged or not from this harness")
     return doc
@@ -236,10 +237,15 @@ COLUMNS: tuple[tuple[str, str, int], ...] = (
     ("TPOT p50 (ms)", "tpot_p50_ms", 2),
     ("ITL p99 (ms)", "itl_p99_ms", 2),
     ("Accept. length", "acceptance_length", 2),
+    ("TTFR p50 (ms)", "ttfr_p50_ms", 1),
+    ("TTFA p50 (ms)", "ttfa_p50_ms", 1),
+    ("Reasoning tok", "reasoning_tokens_mean", 1),
+    ("Answer tok", "answer_tokens_mean", 1),
     ("J / output token", "joules_per_token", 2),
     ("Tok/s per W", "tokens_per_s_per_watt", 3),
 )
-OPTIONAL_COLUMNS = ("acceptance_length", "joules_per_token", "tokens_per_s_per_watt")  # shown when measured
+OPTIONAL_COLUMNS = ("acceptance_length", "joules_per_token", "tokens_per_s_per_watt",
+                    "ttfr_p50_ms", "ttfa_p50_ms", "reasoning_tokens_mean", "answer_tokens_mean")  # shown when measured
 NODE_FLAG_MARK = "\u2021"
 
 
@@ -269,6 +275,8 @@ DEFINITIONS = {
     "TPOT p50 (ms)": "TPOT: (last \u2212 first token) / (N \u2212 1).",
     "ITL p99 (ms)": "ITL: gaps between tokens (a chunk of k tokens gives k gaps of 1/k of its gap).",
     "Accept. length": "Accept. length: 1 + accepted / drafts (MTP, from the server's counters).",
+    "TTFR p50 (ms)": "TTFR / TTFA: request sent to the first reasoning / first answer token.",
+    "Reasoning tok": "Reasoning / Answer tok: mean tokens of each kind per request.",
     "J / output token": "J / output token: GPU energy of all nodes over the point (nvidia-smi power.draw, "
                         "trapezoid rule) / output tokens of all its requests.",
     "Tok/s per W": "Tok/s per W: output tokens / joules.",
@@ -329,6 +337,32 @@ def markdown_report(runs: Sequence[plots.Run]) -> str:
     return "\n".join(out)
 
 
+def rate_markdown(runs: Sequence[plots.Run]) -> str:
+    """table.md of open-loop runs: provenance lines, the rate table, the search's answer."""
+    from bench.ratetable import rate_table
+
+    out: list[str] = []
+    if any(r.simulated for r in runs):
+        out += [f"> **{plots.SIM_BANNER.capitalize()}.** These numbers come from the simulated "
+                "endpoint (bench.sim), a test double; do not publish them as results.", ""]
+    for r in runs:
+        s = r.doc.get("settings") or {}
+        slo = ", ".join(f"{k} ≤ {s[f'slo_{k}_ms']:g} ms" for k in ("ttft", "tpot", "e2el")
+                        if s.get(f"slo_{k}_ms") is not None) or "none"
+        out.append(f"- **{r.model}** on {r.hardware}; vLLM {r.version}; run {r.date}; {r.workload}, "
+                   f"ignore_eos; open loop, burstiness {s.get('burstiness', 1):g} "
+                   f"(1 = Poisson); SLOs: {slo}.")
+        out += ["", rate_table(r.doc), ""]
+        search = r.doc.get("max_rate_search")
+        if isinstance(search, dict):
+            out += [f"Highest rate meeting the SLOs ({100 * search['goodput_target']:g} % of "
+                    f"requests within them): **{search['max_rate']} req/s** (bracket "
+                    f"{search['bracket']}, {len(search['probes'])} probes, {search['stopped']}).", ""]
+    out += ["Goodput: requests/s that met every SLO; Within SLO: their fraction of measured requests; "
+            "Send late: actual socket write minus scheduled send. Definitions: docs/metrics.md.", ""]
+    return "\n".join(out)
+
+
 def _client_bound_ms(runs: Sequence[plots.Run]) -> str:
     for r in runs:
         for p in r.doc.get("points", []):
@@ -358,12 +392,16 @@ def render_runs(runs: Sequence[plots.Run], folder: str | Path) -> Rendered:
     """Write table.md and every figure that has data; remove figures this data no longer has."""
     out = Path(folder)
     out.mkdir(parents=True, exist_ok=True)
-    markdown = markdown_report(runs)
+    rate = all(rateplots.is_rate_run(r) for r in runs)  # open loop (bench/openloop.py)
+    markdown = rate_markdown(runs) if rate else markdown_report(runs)
     table = out / TABLE_FILE
     table.write_text(markdown)
     reproduce.write_reproduce([r.doc for r in runs], out)
+    if len(runs) == 1:  # one run's folder: results.csv and the llama-benchy pair (bench/export.py)
+        export.write_exports(runs[0].doc, out)
     rendered = Rendered(folder=out, table=table, markdown=markdown)
-    for name, draw in {**plots.FIGURES, **nodeplots.FIGURES}.items():
+    figures = rateplots.FIGURES if rate else {**plots.FIGURES, **nodeplots.FIGURES}
+    for name, draw in figures.items():
         fig = draw(runs)
         if fig is None:
             for stale in (out / f"{name}.png", out / f"{name}.svg"):

@@ -118,10 +118,28 @@ def node_flags(point: Any) -> str | None:
     return "; ".join(parts) or None
 
 
+def _rate_and_reasoning(p: Any) -> dict[str, Any]:
+    """Open-loop (bench/openloop.py) and reasoning (bench/reasoning.py) columns; NaN elsewhere."""
+    return {
+        "request_rate": p.get("request_rate"),
+        "achieved_rate": p.get("achieved_rate"),
+        "send_lateness_p50_ms": _get(p, "send_lateness_ms", "p50"),
+        "send_lateness_p99_ms": _get(p, "send_lateness_ms", "p99"),
+        "send_lateness_max_ms": _get(p, "send_lateness_ms", "max"),
+        "send_late": p.get("send_late"),
+        "meets_slo": p.get("meets_slo"),
+        "ttfr_p50_ms": _get(p, "reasoning", "ttfr_ms", "p50"),
+        "ttfa_p50_ms": _get(p, "reasoning", "ttfa_ms", "p50"),
+        "reasoning_tokens_mean": _get(p, "reasoning", "reasoning_tokens", "mean"),
+        "answer_tokens_mean": _get(p, "reasoning", "answer_tokens", "mean"),
+    }
+
+
 def points_frame(doc: ResultsDoc) -> pd.DataFrame:
     """One row per concurrency point, flat columns (`ttft_p50_ms`, `output_tok_s`, ...)."""
     rows = []
-    for p in sorted(doc.get("points", []), key=lambda p: p["concurrency"]):
+    for p in sorted(doc.get("points", []),
+                    key=lambda p: (p.get("request_rate") or 0.0, p["concurrency"])):
         row: dict[str, Any] = {
             "concurrency": p["concurrency"],
             "completed": p.get("completed"),
@@ -150,6 +168,7 @@ def points_frame(doc: ResultsDoc) -> pd.DataFrame:
             "mean_power_w": _get(p, "telemetry", "mean_power_w"),
             "node_flags": node_flags(p),
         }
+        row.update(_rate_and_reasoning(p))
         for short, key in DIST_COLUMNS.items():
             for stat in ("mean", "p50", "p90", "p99"):
                 row[f"{short}_{stat}_ms"] = _get(p, key, stat)

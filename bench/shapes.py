@@ -68,6 +68,13 @@ class RequestRow(TypedDict):
     e2el_ms: NotRequired[float]
     decode_tok_s: NotRequired[float | None]
     run_id: NotRequired[str]
+    request_rate: NotRequired[float]         # open loop (bench/openloop.py)
+    t_scheduled_s: NotRequired[float | None]
+    send_lateness_ms: NotRequired[float]
+    ttfr_ms: NotRequired[float]              # reasoning models (bench/reasoning.py)
+    ttfa_ms: NotRequired[float | None]
+    reasoning_tokens: NotRequired[int]
+    answer_tokens: NotRequired[int]
 
 
 class GaugeSummary(TypedDict):
@@ -136,6 +143,14 @@ class PointSummary(TypedDict):
     run_id: NotRequired[str]
     t0_perf_ns: NotRequired[int]
     telemetry: NotRequired[dict[str, Any]]   # node telemetry (bench/hooks.py TelemetryHooks)
+    reasoning: NotRequired[dict[str, Distribution]]  # reasoning models (bench/reasoning.py)
+    mode: NotRequired[str]                   # "rate": an open-loop point (bench/openloop.py)
+    request_rate: NotRequired[float]
+    burstiness: NotRequired[float]
+    achieved_rate: NotRequired[float | None]
+    send_lateness_ms: NotRequired[Distribution]
+    send_late: NotRequired[bool]
+    meets_slo: NotRequired[bool | None]
 
 
 class ResultsDoc(TypedDict):

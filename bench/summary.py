@@ -8,7 +8,7 @@ import collections
 from collections.abc import Iterable
 from typing import TYPE_CHECKING
 
-from bench import client
+from bench import client, reasoning
 from bench.looplag import LOOP_LAG_BOUND_MS
 from bench.shapes import ClientHealth, PointSummary, RequestMetrics, RequestRow
 from bench.stats import summarize
@@ -52,7 +52,7 @@ def summarize_point(cfg: SweepConfig, c: int, n_warm: int,
         return x / duration if duration > 0 else None
 
     sources = collections.Counter(r.timing_source for r in ok)
-    return {
+    point: PointSummary = {
         "concurrency": c,
         "warmup": n_warm,
         "requests": len(measured),
@@ -80,6 +80,10 @@ def summarize_point(cfg: SweepConfig, c: int, n_warm: int,
         "e2e_tok_s": summarize(_present(m["e2e_tok_s"] for m in per)),
         "tokens_per_chunk": summarize([v for m in per for v in m["tokens_per_chunk"]]),
     }
+    split = reasoning.summarize_split(ok)
+    if split is not None:  # a reasoning model: the split (bench/reasoning.py)
+        point["reasoning"] = split
+    return point
 
 
 def client_health(measured: list[client.RequestResult], lags_ms: list[float], cpu_s: float,
@@ -124,8 +128,14 @@ def request_row(r: client.RequestResult, c: int, i: int, warm: bool, t0: int) ->
         "chunk_t_s": [_rel_s(t, t0) for t in r.chunk_t_ns],
         "chunk_tokens": r.chunk_tokens,
     }
+    if r.t_scheduled_ns is not None:  # open loop: the schedule and how late the send was
+        row["t_scheduled_s"] = _rel_s(r.t_scheduled_ns, t0)
+        row["send_lateness_ms"] = (r.t_send_ns - r.t_scheduled_ns) / 1e6
     if r.ok:
         m = client.request_metrics(r)
         row.update({"ttft_ms": m["ttft_ms"], "tpot_ms": m["tpot_ms"], "e2el_ms": m["e2el_ms"],
                     "decode_tok_s": m["decode_tok_s"]})
+        split = reasoning.split(r)
+        if split is not None:
+            row.update(split)  # type: ignore[typeddict-item]
     return row

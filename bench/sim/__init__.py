@@ -28,7 +28,10 @@ it planned. `queued_writes` counts writes that the transport had to buffer (sent
 fall back to `t_returned`; on loopback it stays 0). `drafts` lists, per step that drafted for
 the request, how many of its draft tokens were accepted (also for tokens past `max_tokens` that
 were never sent, as vLLM counts them). In process read `SimServer.truth`; out of process
-`GET /sim/truth`. Only the newest `truth_keep` records (default 4096) are kept, so memory
+`GET /sim/truth`. A reasoning model (`reasoning_tokens` R > 0, chat only) streams its first R
+tokens as `delta.reasoning` (vLLM's field; chunk kind "reasoning" in the truth) and the rest
+as `delta.content`; a step that crosses the boundary is sent as two events, and the record's
+`reasoning_tokens` is the true split. Only the newest `truth_keep` records (default 4096) are kept, so memory
 stays flat however many requests a soak sends.
 
 Faults: `fail_every` (every Nth request answers HTTP `fail_status`), `cut_every` (the stream is

@@ -211,7 +211,8 @@ class SimServer:
             "recv_source": "kernel" if t_kernel else "read" if t_read else "handler",
             "t_read_ns": t_read, "t_handler_ns": t_handler, "prompt_tokens": prompt_tokens,
             "max_tokens": max_tokens, "chunks": [], "queued_writes": 0, "status": 200,
-            "fault": None}
+            "fault": None,
+            "reasoning_tokens": min(self.cfg.reasoning_tokens, max_tokens) if chat else 0}
         if self.cfg.record_truth:
             self.truth[rid] = record
             while len(self.truth) > max(1, self.cfg.truth_keep):
@@ -322,6 +323,22 @@ class SimServer:
                 if self._wedged(n):
                     await self._hold(request)
                     return resp
+                think = min(n, max(0, self.cfg.reasoning_tokens - done)) if chat else 0
+                if 0 < think < n:
+                    # The chunk crosses from reasoning to the answer: its reasoning part goes
+                    # first, as an event of its own (its running usage with it).
+                    part = "".join(self._text(req.rid, i) for i in range(done, done + think))
+                    done += think
+                    n -= think
+                    head: dict[str, Any] = {
+                        **base, "choices": [{"index": 0, "delta": {"reasoning": part},
+                                             "logprobs": None, "finish_reason": None,
+                                             "token_ids": (list(range(done - think, done))
+                                                           if want_ids else None)}]}
+                    if continuous:
+                        head["usage"] = usage(done, details=True)
+                    await send(event(head), think, "reasoning")
+                    think = 0
                 text = "".join(self._text(req.rid, i) for i in range(done, done + n))
                 ids = list(range(done, done + n))
                 done += n
@@ -329,7 +346,8 @@ class SimServer:
                 # The keys and their order are vLLM 0.32's (tests/realvllm/real_vllm_shapes.json).
                 choice: dict[str, Any]
                 if chat:
-                    choice = {"index": 0, "delta": {"content": text}, "logprobs": None,
+                    delta_key = "reasoning" if think else "content"
+                    choice = {"index": 0, "delta": {delta_key: text}, "logprobs": None,
                               "finish_reason": finish}
                     if finish:
                         choice["stop_reason"] = None
@@ -358,7 +376,7 @@ class SimServer:
                     elif fault == "malformed":
                         fault = None
                         await send(b"data: {\"choices\": [\n\n", 0, "malformed")
-                await send(event(obj), n, "content")
+                await send(event(obj), n, "reasoning" if think else "content")
             if include_usage:
                 await send(event({**base, "choices": [], "usage": usage(done),
                                   "system_fingerprint": self._fingerprint()}), 0, "usage")

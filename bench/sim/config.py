@@ -36,6 +36,9 @@ class SimConfig:
     fault_after_tokens: int = 4
     wedge_after_tokens: int = 0   # >0: after this many tokens in all, every stream goes silent
     generate_delay_s: float = 0.0  # completions answer 503 until this long after start (health may be 200)
+    # A reasoning model (chat only): the first this many tokens of every answer stream as
+    # `delta.reasoning` (vLLM's field), the rest as `delta.content`; the truth records the split.
+    reasoning_tokens: int = 0
     record_truth: bool = True
     # Truth records kept (the newest): a test asks about the requests it just sent, and a day-long
     # soak against the embedded endpoint must not grow by one record per request.
