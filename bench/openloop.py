@@ -37,11 +37,8 @@ import asyncio
 import collections
 import datetime as dt
 import gc
-import json
 import logging
 import math
-import os
-import tempfile
 import threading
 import time
 import zlib
@@ -294,23 +291,6 @@ def bracket(results_by_rate: dict[float, bool]) -> tuple[float | None, float | N
 
 # -- the sweep ---------------------------------------------------------------------------------
 
-def _prune_rate_rows(path: Path, keep: set[float]) -> None:
-    if not path.exists():
-        return
-    kept = []
-    with path.open() as f:
-        for line in f:
-            try:
-                if json.loads(line).get("request_rate") in keep:
-                    kept.append(line)
-            except ValueError:
-                continue
-    fd, tmp = tempfile.mkstemp(prefix=".requests-", suffix=".tmp", dir=path.parent)
-    with os.fdopen(fd, "w") as f:
-        f.writelines(kept)
-    os.replace(tmp, path)
-
-
 def _settings(cfg: SweepConfig, load: RateLoad) -> dict[str, Any]:
     return {**cfg.settings(), **load.settings()}
 
@@ -347,7 +327,7 @@ async def arun_rate_sweep(cfg: SweepConfig, load: RateLoad, progress: bool = Tru
             doc = existing
             doc["server_version"] = version
             doc["settings"].update(load.settings())
-            _prune_rate_rows(req_path, {p["request_rate"] for p in doc["points"]})
+            results.prune_requests(req_path, {p["request_rate"] for p in doc["points"]}, "request_rate")
         words, calibrated = await calibrate_words(cfg)
         doc["settings"]["prompt_words"] = words
         doc["settings"]["input_calibrated"] = calibrated

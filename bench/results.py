@@ -63,15 +63,16 @@ def append_lines(path: Path, rows: Iterable[RequestRow]) -> None:
         os.fsync(f.fileno())
 
 
-def prune_requests(path: Path, keep: set[int]) -> None:
-    """Drop request lines of points results.json does not hold (a point cut off mid-write)."""
+def prune_requests(path: Path, keep: set[Any], field: str = "concurrency") -> None:
+    """Drop request lines of points results.json does not hold (a point cut off mid-write);
+    a point is named by its `field` (concurrency, or request_rate for open-loop runs)."""
     if not path.exists():
         return
     kept = []
     with path.open() as f:
         for line in f:
             try:
-                if json.loads(line).get("concurrency") in keep:
+                if json.loads(line).get(field) in keep:
                     kept.append(line)
             except ValueError:
                 continue
