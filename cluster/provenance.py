@@ -17,6 +17,7 @@ from . import weightsmanifest
 from .config import ModelSpec, Node
 from .facts import normalize_id
 from .images.verify import read_record
+from .launch.generation import LauncherUnreadable, detect
 from .remote import Cluster
 from .shell import q, remote_path
 
@@ -81,13 +82,20 @@ def verified_versions(record: dict[str, Any] | None, node: str) -> dict[str, Any
 
 
 def launcher_facts(cluster: Cluster) -> dict[str, Any]:
-    """The launcher checkout on the head: commit and date when it is a git checkout."""
+    """The launcher checkout on the head: commit and date when it is a git checkout, and the
+    generation its own scripts say it is (what `--use-wheels` and the default backend meant)."""
     repo = remote_path(cluster.settings.launcher_repo)
     r = cluster.run(cluster.head, f"git -C {repo} log -1 --format='%H%x09%cI' 2>/dev/null; "
                     f"git -C {repo} status --porcelain 2>/dev/null | head -n1", timeout=30)
     lines = r.stdout.splitlines() if r.ok else []
     commit, _, date = (lines[0] if lines else "").partition("\t")
-    return {"path": cluster.settings.launcher_repo, "git": bool(commit), "commit": commit or None,
+    try:
+        info = detect(cluster)
+        generation: dict[str, Any] = {"generation": info.generation, "ray_default": info.ray_default,
+                                      "use_wheels": info.use_wheels}
+    except LauncherUnreadable as e:
+        generation = {"generation": None, "generation_error": str(e)}
+    return {**generation, "path": cluster.settings.launcher_repo, "git": bool(commit), "commit": commit or None,
             "date": date or None, "dirty": bool(lines[1:]) if commit else None}
 
 

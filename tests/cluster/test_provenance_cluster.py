@@ -128,6 +128,7 @@ def test_card_holds_real_image_ids_verified_versions_and_command_line_then_refus
     # the stand-in is a dated git checkout of one launcher generation (harness.install_repo)
     assert card["launcher"]["path"] == harness.REPO and card["launcher"]["git"] is True
     assert card["launcher"]["commit"] == head_commit
+    assert card["launcher"]["generation"] == "seed" and card["launcher"]["ray_default"] is True
     assert card["mods"] == list(settings.model("nemotron").mods)
     # the staged copy: the manifest digest verify-weights recorded, the same on every node, and
     # equal to the source's files, sizes and sha256 (every file here is small enough to be hashed)
