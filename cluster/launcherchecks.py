@@ -14,6 +14,7 @@ from .checks import FAIL, OK, WARN, Check
 from .errors import ClusterError
 from .images.select import image_states
 from .launch.generation import LauncherInfo, LauncherMissing, detect
+from .launch.plan import parse_dotenv
 from .remote import Cluster
 from .shell import q, remote_path
 
@@ -21,21 +22,6 @@ ALWAYS = ("build-and-copy.sh", "launch-cluster.sh", "autodiscover.sh")
 RUN_RECIPE = ("run-recipe.sh", "run-recipe.py", "resolve-model.py", "hf-download.sh")
 SOURCED = ("autodiscover.sh", "run-recipe.py", "resolve-model.py")  # sourced or run by python: need not be +x
 SEP = "@@gx10 "
-
-
-def parse_env(text: str) -> dict[str, str]:
-    """KEY=VALUE lines as launch-cluster.sh reads them (comments skipped, quotes stripped)."""
-    env: dict[str, str] = {}
-    for line in text.splitlines():
-        line = line.strip()
-        if not line or line.startswith("#") or "=" not in line:
-            continue
-        key, _, value = line.partition("=")
-        value = value.strip()
-        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
-            value = value[1:-1]
-        env[key.strip()] = value
-    return env
 
 
 def _read_head(cluster: Cluster, info: LauncherInfo, recipes: list[str]) -> dict[str, str]:
@@ -104,7 +90,7 @@ def env_checks(cluster: Cluster, info: LauncherInfo, env_text: str, has_ibdev: b
         return [Check(head, "launcher .env", FAIL, f"{where} does not exist: the launcher autodiscovers (interactively)",
                       f"write {where} on {head}: CLUSTER_NODES={wanted}, LOCAL_IP={s.head.fabric}, ETH_IF=..., "
                       "IB_IF=...")]
-    env = parse_env(env_text)
+    env = parse_dotenv(env_text)
     checks: list[Check] = []
     nodes = [n.strip() for n in env.get("CLUSTER_NODES", "").split(",") if n.strip()]
     if not nodes:

@@ -34,12 +34,18 @@ class LaunchPlan:
 
 
 def parse_dotenv(text: str) -> dict[str, str]:
-    """KEY=VALUE lines as the launcher's .env has them (quotes stripped, comments skipped)."""
+    """KEY=VALUE lines as launch-cluster.sh reads the launcher's .env (comments skipped, an
+    `export ` prefix and matching quotes stripped); doctor and launch both read it with this."""
     env: dict[str, str] = {}
     for line in text.splitlines():
-        key, sep, value = line.strip().partition("=")
-        if sep and key and not key.startswith("#"):
-            env[key.strip().removeprefix("export ").strip()] = value.strip().strip("\"'")
+        line = line.strip()
+        if not line or line.startswith("#") or "=" not in line:
+            continue
+        key, _, value = line.partition("=")
+        value = value.strip()
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"":
+            value = value[1:-1]
+        env[key.strip().removeprefix("export ").strip()] = value
     return env
 
 
